@@ -1,0 +1,1 @@
+"""sre-agent: a Kubernetes operator that diagnoses unhealthy pods and acts only within policy."""
