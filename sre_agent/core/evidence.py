@@ -1,0 +1,621 @@
+"""Evidence extraction: from a pod, its events, logs, node and metrics, the lines that matter.
+
+Produces Signals (typed facts the rules and the LLM cross-check read) and redacted
+excerpts within a size budget (what the LLM sees). Patterns follow the messages that
+kubelet, the scheduler, container runtimes and common runtimes really print.
+Called by the pipeline once per incident.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sre_agent.core.redaction import Redactor
+from sre_agent.core.symptoms import node_is_not_ready
+from sre_agent.domain import JSON, Category, Evidence, IncidentContext, ObjectRef, Signal, Symptom
+
+MAX_EXCERPTS = 40
+MAX_EXCERPT_CHARS = 6000
+MAX_LINE = 300
+
+
+def _rx(*parts: str) -> re.Pattern[str]:
+    return re.compile("|".join(parts), re.IGNORECASE)
+
+
+# Patterns over log lines and event messages. Order matters only for readability.
+LOG_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "oom_killed",
+        _rx(
+            r"OutOfMemoryError",
+            r"out of memory",
+            r"\bMemoryError\b",
+            r"JavaScript heap out of memory",
+            r"Cannot allocate memory",
+            r"memory limit exceeded",
+            r"OOM ?Kill",
+            r"Killed process \d+",
+            r"std::bad_alloc",
+            r"memory allocation of \d+ bytes failed",
+        ),
+    ),
+    (
+        "connection_error",
+        _rx(
+            r"connection refused",
+            r"ECONNREFUSED",
+            r"ECONNRESET",
+            r"ENOTFOUND",
+            r"EAI_AGAIN",
+            r"ETIMEDOUT",
+            r"no such host",
+            r"Name or service not known",
+            r"Temporary failure in name resolution",
+            r"could not translate host name",
+            r"could not connect to",
+            r"can'?t connect to",
+            r"unable to connect",
+            r"failed to connect",
+            r"connection (timed out|reset|closed)",
+            r"dial tcp [^ ]+: (i/o timeout|connect)",
+            r"\bUNAVAILABLE\b",
+            r"upstream connect error",
+            r"ServerSelection(Error|TimeoutError)",
+            r"AMQPConnectionError",
+            r"ConnectionNotEstablished",
+            r"(broker|brokers|leader) (is |are )?not available",
+            r"kafka.*TimeoutException",
+            r"TimeoutException.*(metadata|topic|broker)",
+            r"Communications link failure",
+            r"Connection to .* (refused|timed out)",
+            r"no route to host",
+            r"host is unreachable",
+            r"503 Service Unavailable.*upstream",
+            r"waiting for (the )?(database|db|postgres|mysql|redis|kafka|rabbitmq|mongo)",
+            r"is the server running",
+            r"nc: .*(timed out|refused)",
+        ),
+    ),
+    (
+        "auth_failure",
+        _rx(
+            r"password authentication failed",
+            r"Access denied for user",
+            r"NOAUTH",
+            r"WRONGPASS",
+            r"invalid (username|password|credentials)",
+            r"authentication failed",
+            r"AuthenticationFailed",
+            r"SASL authentication",
+            r"\b401 Unauthorized\b",
+        ),
+    ),
+    (
+        "missing_config",
+        _rx(
+            r"(secret|configmap)s? \"?[\w.-]+\"? not found",
+            r"couldn'?t find key [\w.-]+ in (ConfigMap|Secret)",
+            r"KeyError: '?[A-Z][A-Z0-9_]+'?",
+            r"environment variable \"?[\w.]+\"? (is )?(not set|missing|required|undefined|empty)",
+            r"(env|environment)( var(iable)?)? \"?[A-Z][A-Z0-9_]+\"? (is )?(not set|missing|required|undefined)",
+            r"missing (required )?(env|environment|config|configuration|setting|property|variable)",
+            r"required (env|environment|config)\w* (var\w* )?\"?[\w.]+\"? (is )?(not set|missing)",
+            r"[A-Z][A-Z0-9_]{2,} (must be set|is required|not set|is not set|is undefined)",
+            r"no such file or directory.*\.(ya?ml|json|conf|cfg|ini|toml|properties|env)\b",
+            r"\.(ya?ml|json|conf|cfg|ini|toml|properties)\b.*(no such file|not found|does not exist)",
+            r"Could not resolve placeholder",
+            r"ConfigurationError",
+            r"ImproperlyConfigured",
+            r"(config|configuration) file .* (not found|missing|does not exist)",
+        ),
+    ),
+    (
+        "invalid_config",
+        _rx(
+            r"yaml: line \d+",
+            r"(ya?ml|json|toml)\w*( parse)? error",
+            r"error (parsing|reading|loading) (config|configuration|settings)",
+            r"invalid (configuration|config|value|setting|option|argument)",
+            r"flag provided but not defined",
+            r"unknown (flag|option|shorthand flag|argument)",
+            r"unrecognized (option|argument|arguments)",
+            r"\[emerg\]",
+            r"configuration (file )?.*(test failed|is invalid|invalid)",
+            r"JSONDecodeError",
+            r"json: cannot unmarshal",
+            r"Unexpected token .* in JSON",
+            r"ScannerError|ParserError",
+            r"Failed to bind properties",
+            r"IllegalArgumentException.*(config|property|value)",
+            r"malformed",
+            r"not a valid (port|url|number|integer|duration)",
+        ),
+    ),
+    (
+        "app_exception",
+        _rx(
+            r"^Traceback \(most recent call last\)",
+            r"Exception in thread",
+            r"^panic: ",
+            r"^thread '.*' panicked at",
+            r"Unhandled exception",
+            r"UnhandledPromiseRejection",
+            r"uncaught exception",
+            r"^\s*at [\w.$<>]+\(.*\.(java|kt|scala):\d+\)",
+            r"^\w+(\.\w+)*(Error|Exception): ",
+            r"Segmentation fault|SIGSEGV|SIGABRT|core dumped",
+            r"Cannot find module",
+            r"ModuleNotFoundError|ImportError",
+            r"NoClassDefFoundError|ClassNotFoundException",
+            r"nil pointer dereference|index out of range",
+            r"\bFATAL\b|\bCRITICAL\b",
+            r"\*\* \(\w+Error\)",
+            r"exec format error",
+            r"exec: .* not found|executable file not found",
+            r"Permission denied",
+            r"deadlock",
+            r"Migration.*failed|failed to (run|apply) migration",
+        ),
+    ),
+    (
+        "overload",
+        _rx(
+            r"too many requests",
+            r"\b429\b",
+            r"thread pool.*(exhausted|full|saturated)",
+            r"(queue|backlog) (is )?full",
+            r"RejectedExecutionException",
+            r"worker.*(timeout|exhausted|busy|saturated)",
+            r"WORKER TIMEOUT",
+            r"all workers (are )?busy",
+            r"server reached (pm\.)?max_children",
+            r"max_children",
+            r"connection pool (exhausted|timeout)",
+            r"(pool|semaphore) .*(exhausted|timeout waiting)",
+            r"request(s)? (timed out|timeout)",
+            r"(high|elevated) (latency|load|cpu)",
+            r"GC overhead limit",
+            r"slow (request|query|response)",
+            r"event loop (blocked|lag)",
+            r"\blatency\b.*\d+\s?(ms|s)\b",
+            r"in-?flight requests",
+            r"load shedding",
+            r"backpressure",
+        ),
+    ),
+    ("prompt_injection", _rx(r"ignore (all |any )?(the )?(previous|prior|above) (instructions|prompts?)",
+                             r"you are now", r"^\s*(SYSTEM|ASSISTANT)\s*:", r"AI (agent|assistant|operator)\s*[:,]",
+                             r"disregard (your|the) (instructions|policy|rules)", r"new instructions")),
+)
+
+IMAGE_NOT_FOUND = _rx(
+    r"not found",
+    r"manifest unknown",
+    r"repository does not exist",
+    r"does not exist or no pull access",
+    r"name unknown",
+    r"NotFound",
+)
+IMAGE_AUTH = _rx(
+    r"pull access denied",
+    r"unauthorized",
+    r"\b401\b",
+    r"\b403\b",
+    r"forbidden",
+    r"authentication required",
+    r"insufficient_scope",
+    r"denied",
+    r"no basic auth credentials",
+)
+INVALID_IMAGE = _rx(r"InvalidImageName", r"invalid reference format", r"couldn't parse image")
+
+SCHED_CAPACITY = _rx(
+    r"Insufficient [\w./-]+",
+    r"Too many pods",
+    r"didn't have enough resource",
+    r"had insufficient",
+    r"exceeded quota",
+    r"No preemption victims",
+)
+SCHED_CONSTRAINT = _rx(
+    r"didn't match Pod's node affinity",
+    r"didn't match node selector",
+    r"node\(s\) didn't match",
+    r"had untolerated taint",
+    r"had taint .* that the pod didn't tolerate",
+    r"didn't match pod (anti-)?affinity",
+    r"didn't satisfy existing pods anti-affinity",
+    r"didn't match pod topology spread constraints",
+    r"topology spread",
+    r"volume node affinity conflict",
+    r"were unschedulable",
+    r"didn't have free ports",
+    r"node\(s\) had volume",
+)
+UNBOUND_PVC = _rx(r"unbound (immediate )?PersistentVolumeClaims", r"persistentvolumeclaim \"[\w.-]+\" not found")
+VOLUME_FAILURE = _rx(
+    r"MountVolume\.\w+ failed",
+    r"Unable to attach or mount volumes",
+    r"AttachVolume\.Attach failed",
+    r"Multi-Attach error",
+    r"mount failed",
+    r"mount\.nfs",
+    r"timed out waiting for the condition",
+    r"volume .* (not attached|already (attached|used))",
+    r"FailedAttachVolume",
+    r"rpc error: code = (Internal|DeadlineExceeded|NotFound|Unavailable)",
+)
+MISSING_VOLUME_SOURCE = _rx(r"(configmap|secret)s? \"[\w.-]+\" not found", r"couldn't find key")
+PROBE_REFUSED = _rx(r"connection refused", r"connect: no route", r"EOF")
+PROBE_HTTP = re.compile(r"statuscode: (\d{3})", re.IGNORECASE)
+PROBE_TIMEOUT = _rx(
+    r"context deadline exceeded",
+    r"Client\.Timeout",
+    r"timeout",
+    r"timed out",
+    r"i/o timeout",
+)
+EVICTION_RESOURCE = re.compile(r"low on resource: ([\w./-]+)", re.IGNORECASE)
+LISTEN_PORT = re.compile(
+    r"(listening|started|serving|bound|running)\b[^\n]{0,40}?(port|:)\s*:?(\d{2,5})\b", re.IGNORECASE
+)
+STARTUP_TIME = re.compile(r"started\b[^\n]{0,60}?\bin (\d+(\.\d+)?) ?(s|sec|seconds)\b", re.IGNORECASE)
+
+# Which signals support each category: the rules read them, and the LLM's answer is
+# cross-checked against them (a category with no supporting signal loses confidence).
+SUPPORTING_SIGNALS: dict[Category, frozenset[str]] = {
+    Category.OOM: frozenset({"oom_killed", "memory_near_limit"}),
+    Category.APP_ERROR: frozenset({"app_exception", "exit_code", "init_failure"}),
+    Category.BAD_CONFIG: frozenset({"missing_config", "invalid_config", "auth_failure", "config_error"}),
+    Category.DEPENDENCY_UNAVAILABLE: frozenset({"connection_error"}),
+    Category.IMAGE_ERROR: frozenset({"image_not_found", "image_auth", "invalid_image", "image_pull"}),
+    Category.INSUFFICIENT_CAPACITY: frozenset({"insufficient_resources"}),
+    Category.SCHEDULING_CONSTRAINT: frozenset({"scheduling_constraint"}),
+    Category.PROBE_MISCONFIGURED: frozenset(
+        {"probe_refused", "probe_http_error", "probe_port_mismatch", "probe_too_early", "probe_failed"}
+    ),
+    Category.OVERLOAD: frozenset({"overload", "cpu_saturated", "probe_timeout"}),
+    Category.NODE_FAILURE: frozenset({"node_not_ready", "node_pressure", "evicted", "node_lost"}),
+    Category.VOLUME_ERROR: frozenset({"volume_error", "unbound_pvc"}),
+    Category.UNKNOWN: frozenset(),
+}
+
+
+@dataclass
+class _Collector:
+    redactor: Redactor
+    signals: list[Signal]
+    excerpts: list[str]
+
+    def signal(self, kind: str, detail: str, source: str) -> None:
+        sig = Signal(kind, self.redactor.text(detail)[:MAX_LINE], source)
+        if sig not in self.signals:
+            self.signals.append(sig)
+
+    def excerpt(self, line: str) -> None:
+        line = self.redactor.text(line.strip())[:MAX_LINE]
+        if line and line not in self.excerpts:
+            self.excerpts.append(line)
+
+
+def _quantity(value: Any) -> float | None:
+    """Parse a Kubernetes quantity (cpu or memory) into base units."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    suffixes = {
+        "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50,
+        "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+    }  # fmt: skip
+    for suffix in sorted(suffixes, key=len, reverse=True):
+        if text.endswith(suffix):
+            try:
+                return float(text[: -len(suffix)]) * suffixes[suffix]
+            except ValueError:
+                return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _ref(obj: JSON | None, default_kind: str = "") -> ObjectRef | None:
+    if not obj:
+        return None
+    meta = obj.get("metadata") or {}
+    return ObjectRef(
+        kind=str(obj.get("kind") or default_kind),
+        name=str(meta.get("name") or ""),
+        namespace=str(meta.get("namespace") or ""),
+        uid=str(meta.get("uid") or ""),
+        api_version=str(obj.get("apiVersion") or "v1"),
+    )
+
+
+def _scan_lines(c: _Collector, lines: Iterable[str], source: str, budget: int) -> None:
+    """Signals from every line; excerpts from matching lines plus a little stack-trace context."""
+    lines = list(lines)
+    taken = 0
+    for i, line in enumerate(lines):
+        hits = [kind for kind, rx in LOG_PATTERNS if rx.search(line)]
+        for kind in hits:
+            c.signal(kind, line.strip(), source)
+        if hits and taken < budget:
+            c.excerpt(line)
+            taken += 1
+            if "app_exception" in hits and line.lstrip().startswith(("Traceback", "Exception", "panic")):
+                for follow in lines[i + 1 : i + 3]:
+                    c.excerpt(follow)
+        port = LISTEN_PORT.search(line)
+        if port:
+            c.signal("listen_port", port.group(3), source)
+        started = STARTUP_TIME.search(line)
+        if started:
+            c.signal("startup_seconds", started.group(1), source)
+
+
+def _container_facts(c: _Collector, pod: JSON, facts: dict[str, Any]) -> None:
+    status = pod.get("status") or {}
+    spec = pod.get("spec") or {}
+    containers = {x.get("name"): x for x in spec.get("containers") or [] if isinstance(x, dict)}
+    restarts = 0
+    for cs in status.get("containerStatuses") or []:
+        if not isinstance(cs, dict):
+            continue
+        name = cs.get("name", "")
+        restarts = max(restarts, int(cs.get("restartCount") or 0))
+        for which in ("state", "lastState"):
+            state = cs.get(which) or {}
+            term = state.get("terminated") or {}
+            if term:
+                code, reason = term.get("exitCode"), term.get("reason", "")
+                if reason == "OOMKilled" or code == 137 and reason == "OOMKilled":
+                    c.signal("oom_killed", f"container {name} {which} OOMKilled exit {code}", "status")
+                elif code not in (None, 0):
+                    c.signal("exit_code", f"container {name} exit {code} ({reason})", "status")
+                    facts.setdefault("exit_codes", []).append(code)
+                if term.get("message"):
+                    c.excerpt(f"{name} terminated: {term['message']}")
+            waiting = state.get("waiting") or {}
+            if waiting.get("reason") in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName"):
+                c.signal("image_pull", f"{name}: {waiting.get('reason')}", "status")
+                if INVALID_IMAGE.search(str(waiting.get("reason"))):
+                    c.signal("invalid_image", f"{name}: {waiting.get('message', '')}", "status")
+            if waiting.get("reason") in ("CreateContainerConfigError", "CreateContainerError"):
+                c.signal("config_error", f"{name}: {waiting.get('message', '')}", "status")
+                if MISSING_VOLUME_SOURCE.search(str(waiting.get("message", ""))):
+                    c.signal("missing_config", str(waiting.get("message")), "status")
+            if waiting.get("message"):
+                c.excerpt(f"{name} waiting {waiting.get('reason')}: {waiting['message']}")
+        spec_c = containers.get(name) or {}
+        limits = (spec_c.get("resources") or {}).get("limits") or {}
+        if limits:
+            facts.setdefault("limits", {})[name] = dict(limits)
+        _probe_facts(c, name, spec_c, facts)
+    facts["restart_count"] = restarts
+
+    for ics in status.get("initContainerStatuses") or []:
+        if not isinstance(ics, dict):
+            continue
+        name = ics.get("name", "")
+        for which in ("state", "lastState"):
+            term = (ics.get(which) or {}).get("terminated") or {}
+            if term.get("exitCode") not in (None, 0):
+                c.signal("init_failure", f"init container {name} exit {term.get('exitCode')}", "status")
+        if ((ics.get("state") or {}).get("waiting") or {}).get("reason") == "CrashLoopBackOff":
+            c.signal("init_failure", f"init container {name} CrashLoopBackOff", "status")
+
+
+def _probe_facts(c: _Collector, name: str, container: JSON, facts: dict[str, Any]) -> None:
+    declared = {
+        p.get("containerPort") for p in container.get("ports") or [] if isinstance(p, dict)
+    } | {p.get("name") for p in container.get("ports") or [] if isinstance(p, dict)}
+    for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
+        probe = container.get(kind)
+        if not isinstance(probe, dict):
+            continue
+        handler = probe.get("httpGet") or probe.get("tcpSocket") or probe.get("grpc") or {}
+        port = handler.get("port") if isinstance(handler, dict) else None
+        summary = {
+            "port": port,
+            "path": (probe.get("httpGet") or {}).get("path"),
+            "initialDelaySeconds": probe.get("initialDelaySeconds", 0),
+            "timeoutSeconds": probe.get("timeoutSeconds", 1),
+            "periodSeconds": probe.get("periodSeconds", 10),
+            "failureThreshold": probe.get("failureThreshold", 3),
+        }
+        facts.setdefault("probes", {})[f"{name}.{kind}"] = summary
+        if port is not None and declared - {None} and port not in declared:
+            c.signal("probe_port_mismatch", f"{name} {kind} port {port} not among declared ports", "spec")
+
+
+def _event_signals(c: _Collector, events: Iterable[JSON]) -> None:
+    for event in sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or "")):
+        reason = str(event.get("reason") or "")
+        message = str(event.get("message") or event.get("note") or "")
+        count = event.get("count") or (event.get("series") or {}).get("count") or 1
+        if event.get("type") == "Warning" or reason in ("Killing", "Evicted", "NodeNotReady", "Preempting"):
+            c.excerpt(f"{reason} (x{count}): {message}")
+        if reason == "FailedScheduling":
+            if SCHED_CAPACITY.search(message):
+                c.signal("insufficient_resources", message, "event")
+            if SCHED_CONSTRAINT.search(message):
+                c.signal("scheduling_constraint", message, "event")
+            if UNBOUND_PVC.search(message):
+                c.signal("unbound_pvc", message, "event")
+        elif reason in ("FailedMount", "FailedAttachVolume") or (
+            reason == "Failed" and VOLUME_FAILURE.search(message)
+        ):
+            if MISSING_VOLUME_SOURCE.search(message) and not re.search(r"persistentvolumeclaim", message, re.I):
+                c.signal("missing_config", message, "event")
+            else:
+                c.signal("volume_error", message, "event")
+        elif reason == "Failed" and ("pull" in message.lower() or "image" in message.lower()):
+            if INVALID_IMAGE.search(message):
+                c.signal("invalid_image", message, "event")
+            elif IMAGE_AUTH.search(message):
+                c.signal("image_auth", message, "event")
+            elif IMAGE_NOT_FOUND.search(message):
+                c.signal("image_not_found", message, "event")
+            else:
+                c.signal("image_pull", message, "event")
+        elif reason == "InspectFailed" or INVALID_IMAGE.search(message):
+            c.signal("invalid_image", message, "event")
+        elif reason == "Failed" and MISSING_VOLUME_SOURCE.search(message):
+            c.signal("missing_config", message, "event")
+        elif reason == "Failed" and re.search(r"Error: (container has runAsNonRoot|failed to create)", message):
+            c.signal("config_error", message, "event")
+        elif reason == "Unhealthy":
+            _probe_event(c, message)
+        elif reason in ("OOMKilling",) or re.search(r"out of memory|OOMKill", message, re.I):
+            c.signal("oom_killed", message, "event")
+        elif reason == "Evicted" or re.search(r"low on resource", message):
+            c.signal("evicted", message, "event")
+        elif reason in ("NodeNotReady", "NodeLost", "TaintManagerEviction"):
+            c.signal("node_not_ready", message, "event")
+        elif reason == "Killing" and "liveness" in message.lower():
+            c.signal("liveness_restart", message, "event")
+        # Application-ish text inside warning events (e.g. init container messages).
+        if event.get("type") == "Warning" and reason not in ("FailedScheduling", "Unhealthy"):
+            for kind, rx in LOG_PATTERNS:
+                if kind in ("connection_error", "missing_config", "invalid_config") and rx.search(message):
+                    if reason not in ("FailedMount", "FailedAttachVolume", "Failed"):
+                        c.signal(kind, message, "event")
+
+
+def _probe_event(c: _Collector, message: str) -> None:
+    c.signal("probe_failed", message, "event")
+    http = PROBE_HTTP.search(message)
+    if http:
+        c.signal("probe_http_error", f"HTTP {http.group(1)}: {message}", "event")
+    elif PROBE_TIMEOUT.search(message):
+        c.signal("probe_timeout", message, "event")
+    elif PROBE_REFUSED.search(message):
+        c.signal("probe_refused", message, "event")
+
+
+def _node_signals(c: _Collector, node: JSON | None, pod: JSON) -> None:
+    if node:
+        name = (node.get("metadata") or {}).get("name", "")
+        for cond in (node.get("status") or {}).get("conditions") or []:
+            ctype, status = cond.get("type"), cond.get("status")
+            if ctype == "Ready" and status in ("False", "Unknown"):
+                c.signal("node_not_ready", f"node {name} Ready={status}: {cond.get('message', '')}", "node")
+                c.excerpt(f"node {name} Ready={status} ({cond.get('reason', '')}): {cond.get('message', '')}")
+            elif ctype in ("MemoryPressure", "DiskPressure", "PIDPressure") and status == "True":
+                c.signal("node_pressure", f"node {name} {ctype}: {cond.get('message', '')}", "node")
+                c.excerpt(f"node {name} {ctype}=True: {cond.get('message', '')}")
+    status = pod.get("status") or {}
+    if status.get("reason") == "Evicted":
+        message = str(status.get("message") or "")
+        c.signal("evicted", message, "status")
+        c.excerpt(f"Evicted: {message}")
+        resource = EVICTION_RESOURCE.search(message)
+        if resource:
+            c.signal("node_pressure", f"eviction for low {resource.group(1)}", "status")
+    if status.get("reason") == "NodeLost" or status.get("phase") == "Unknown" or node_is_not_ready(node):
+        c.signal("node_lost", f"pod phase {status.get('phase')} reason {status.get('reason')}", "status")
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        c.signal("node_lost", "pod stuck terminating", "status")
+
+
+def _metric_signals(c: _Collector, ctx: IncidentContext, facts: dict[str, Any]) -> None:
+    spec = {x.get("name"): x for x in (ctx.pod.get("spec") or {}).get("containers") or []}
+    for cm in (ctx.pod_metrics or {}).get("containers") or []:
+        name = cm.get("name")
+        usage = cm.get("usage") or {}
+        limits = ((spec.get(name) or {}).get("resources") or {}).get("limits") or {}
+        for resource, kind in (("cpu", "cpu_saturated"), ("memory", "memory_near_limit")):
+            used, limit = _quantity(usage.get(resource)), _quantity(limits.get(resource))
+            if used is not None and limit:
+                ratio = used / limit
+                facts.setdefault("usage_ratio", {})[f"{name}.{resource}"] = round(ratio, 2)
+                if ratio >= 0.9:
+                    c.signal(kind, f"{name} {resource} at {ratio:.0%} of limit", "metrics")
+
+
+def _owner_replicas(owner: JSON | None) -> int | None:
+    if not owner:
+        return None
+    replicas = (owner.get("spec") or {}).get("replicas")
+    return replicas if isinstance(replicas, int) and not isinstance(replicas, bool) else None
+
+
+def _log_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def extract(ctx: IncidentContext, symptom: Symptom, redactor: Redactor) -> Evidence:
+    """Build the Evidence for one incident. Every string in it is redacted."""
+    c = _Collector(redactor, [], [])
+    facts: dict[str, Any] = {}
+    pod = ctx.pod
+    _container_facts(c, pod, facts)
+    _event_signals(c, ctx.events)
+    _node_signals(c, ctx.node, pod)
+    _metric_signals(c, ctx, facts)
+    for container, streams in sorted(ctx.logs.items()):
+        for stream in ("previous", "current"):
+            text = streams.get(stream) if isinstance(streams, dict) else None
+            if isinstance(text, str) and text:
+                lines = _log_lines(text)
+                _scan_lines(c, lines, f"log:{container}:{stream}", budget=8)
+                # The last lines before a crash are usually the most telling.
+                for line in lines[-3:]:
+                    c.excerpt(f"[{container} {stream}] {line}")
+    # Signals derived from several sources.
+    ports = {s.detail for s in c.signals if s.kind == "listen_port"}
+    probe_ports = {
+        str(p.get("port")) for p in (facts.get("probes") or {}).values() if isinstance(p.get("port"), int)
+    }
+    if ports and probe_ports and not (ports & probe_ports):
+        c.signal("probe_port_mismatch", f"app listens on {sorted(ports)}, probes use {sorted(probe_ports)}", "log")
+    starts = [float(s.detail) for s in c.signals if s.kind == "startup_seconds"]
+    delays = [
+        int(p.get("initialDelaySeconds") or 0) + int(p.get("periodSeconds") or 10) * int(p.get("failureThreshold") or 3)
+        for p in (facts.get("probes") or {}).values()
+    ]
+    if starts and delays and max(starts) > min(delays):
+        c.signal("probe_too_early", f"startup takes {max(starts):.0f}s, probes give up after {min(delays)}s", "spec")
+
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    images = tuple(
+        str(x.get("image", "")) for x in (spec.get("containers") or []) + (spec.get("initContainers") or [])
+    )
+    owner_ref = _ref(ctx.owner)
+    if owner_ref is None:
+        controllers = [o for o in meta.get("ownerReferences") or [] if o.get("controller")]
+        if controllers:
+            o = controllers[0]
+            owner_ref = ObjectRef(
+                kind=str(o.get("kind", "")), name=str(o.get("name", "")), namespace=str(meta.get("namespace", "")),
+                uid=str(o.get("uid", "")), api_version=str(o.get("apiVersion", "")),
+            )  # fmt: skip
+    excerpts = _within_budget(c.excerpts)
+    return Evidence(
+        symptom=symptom,
+        pod=ObjectRef("Pod", str(meta.get("name", "")), str(meta.get("namespace", "")), str(meta.get("uid", ""))),
+        owner=owner_ref,
+        node=str(spec.get("nodeName") or ((ctx.node or {}).get("metadata") or {}).get("name") or ""),
+        images=images,
+        signals=tuple(c.signals),
+        excerpts=excerpts,
+        facts=facts,
+        replicas=_owner_replicas(ctx.owner),
+    )
+
+
+def _within_budget(lines: list[str]) -> tuple[str, ...]:
+    out: list[str] = []
+    used = 0
+    for line in lines[:MAX_EXCERPTS]:
+        if used + len(line) > MAX_EXCERPT_CHARS:
+            break
+        out.append(line)
+        used += len(line)
+    return tuple(out)

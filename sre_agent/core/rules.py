@@ -1,0 +1,182 @@
+"""Rule-based diagnoser: the fallback whenever the LLM is down, slow or wrong, and the baseline.
+
+Reads only Evidence signals (never raw text), so it generalises from the kinds of
+messages kubelet, the scheduler and runtimes print, not from any corpus's wording.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from sre_agent.domain import (
+    CORDON_NODE,
+    CREATE_ALERT,
+    SCALE_DEPLOYMENT,
+    Category,
+    Diagnosis,
+    Evidence,
+    ProposedAction,
+    Symptom,
+)
+
+EXPLANATIONS: dict[Category, str] = {
+    Category.OOM: "the container exceeds its memory limit (limit too low or a leak)",
+    Category.APP_ERROR: "the application itself fails",
+    Category.BAD_CONFIG: "a ConfigMap, Secret, key, env var or config file is missing or wrong",
+    Category.DEPENDENCY_UNAVAILABLE: "a service it depends on is unreachable",
+    Category.IMAGE_ERROR: "the image cannot be pulled (name, tag or registry credentials)",
+    Category.INSUFFICIENT_CAPACITY: "the cluster lacks the resources to schedule it",
+    Category.SCHEDULING_CONSTRAINT: "its scheduling constraints exclude every node",
+    Category.PROBE_MISCONFIGURED: "its probe is wrong while the app is fine",
+    Category.OVERLOAD: "the app is saturated and its probes time out under load",
+    Category.NODE_FAILURE: "its node is failing or under resource pressure",
+    Category.VOLUME_ERROR: "a volume cannot be attached or mounted",
+    Category.UNKNOWN: "the evidence is not enough to name a cause",
+}
+
+_SCHED_PART = re.compile(r"(\d+) ([^,.]+)")
+_CAPACITY_PART = re.compile(r"Insufficient|Too many pods|enough resource|exceeded quota", re.I)
+_CONSTRAINT_PART = re.compile(
+    r"affinity|selector|taint|topology|unschedulable|free ports|volume node affinity", re.I
+)
+_CONTROL_PLANE_TAINT = re.compile(r"node-role\.kubernetes\.io/(control-plane|master)", re.I)
+
+
+@dataclass(frozen=True)
+class _Finding:
+    category: Category
+    confidence: float
+    why: str
+
+
+def _first(evidence: Evidence, *kinds: str) -> str:
+    for s in evidence.signals:
+        if s.kind in kinds:
+            return s.detail
+    return ""
+
+
+def _scheduling(evidence: Evidence) -> _Finding:
+    """Weigh the scheduler's per-node reasons: which kind excludes the most nodes."""
+    capacity = constraint = 0
+    for detail in evidence.details("insufficient_resources") + evidence.details("scheduling_constraint"):
+        head = detail.split("preemption:")[0]
+        for count, reason in _SCHED_PART.findall(head):
+            if _CONTROL_PLANE_TAINT.search(reason):
+                continue  # every cluster's control plane is tainted: no signal
+            if _CAPACITY_PART.search(reason):
+                capacity += int(count)
+            elif _CONSTRAINT_PART.search(reason):
+                constraint += int(count)
+    if evidence.has("unbound_pvc") and not capacity and not constraint:
+        return _Finding(Category.VOLUME_ERROR, 0.8, _first(evidence, "unbound_pvc"))
+    if capacity >= constraint and (capacity or evidence.has("insufficient_resources")):
+        return _Finding(Category.INSUFFICIENT_CAPACITY, 0.85, _first(evidence, "insufficient_resources"))
+    if constraint or evidence.has("scheduling_constraint"):
+        return _Finding(Category.SCHEDULING_CONSTRAINT, 0.85, _first(evidence, "scheduling_constraint"))
+    return _Finding(Category.UNKNOWN, 0.3, "scheduler gave no reason")
+
+
+def _application(evidence: Evidence, base: float) -> _Finding:
+    """Crash loops, restarts and init failures: what the process itself said before dying."""
+    if evidence.has("oom_killed"):
+        return _Finding(Category.OOM, base + 0.1, _first(evidence, "oom_killed"))
+    if evidence.has("missing_config", "config_error"):
+        return _Finding(Category.BAD_CONFIG, base, _first(evidence, "missing_config", "config_error"))
+    if evidence.has("auth_failure"):
+        return _Finding(Category.BAD_CONFIG, base - 0.1, _first(evidence, "auth_failure"))
+    if evidence.has("connection_error"):
+        return _Finding(Category.DEPENDENCY_UNAVAILABLE, base, _first(evidence, "connection_error"))
+    if evidence.has("invalid_config"):
+        return _Finding(Category.BAD_CONFIG, base - 0.1, _first(evidence, "invalid_config"))
+    if evidence.has("app_exception"):
+        return _Finding(Category.APP_ERROR, base, _first(evidence, "app_exception"))
+    if evidence.has("memory_near_limit"):
+        return _Finding(Category.OOM, base - 0.2, _first(evidence, "memory_near_limit"))
+    return _Finding(Category.UNKNOWN, 0.3, _first(evidence, "exit_code", "init_failure") or "no telling evidence")
+
+
+def _probe(evidence: Evidence) -> _Finding:
+    loaded = evidence.has("cpu_saturated", "overload")
+    misconfigured = evidence.has("probe_http_error", "probe_port_mismatch", "probe_too_early", "probe_refused")
+    if loaded and (evidence.has("probe_timeout") or not misconfigured):
+        return _Finding(Category.OVERLOAD, 0.75, _first(evidence, "cpu_saturated", "overload"))
+    if misconfigured:
+        return _Finding(
+            Category.PROBE_MISCONFIGURED,
+            0.75,
+            _first(evidence, "probe_port_mismatch", "probe_too_early", "probe_http_error", "probe_refused"),
+        )
+    if evidence.has("connection_error"):
+        return _Finding(Category.DEPENDENCY_UNAVAILABLE, 0.6, _first(evidence, "connection_error"))
+    if evidence.has("probe_timeout"):
+        return _Finding(Category.OVERLOAD, 0.5, _first(evidence, "probe_timeout"))
+    if evidence.has("app_exception"):
+        return _Finding(Category.APP_ERROR, 0.5, _first(evidence, "app_exception"))
+    return _Finding(Category.UNKNOWN, 0.3, _first(evidence, "probe_failed"))
+
+
+def find_cause(evidence: Evidence) -> _Finding:
+    symptom = evidence.symptom
+    if symptom == Symptom.OOM_KILLED:
+        return _Finding(Category.OOM, 0.9, _first(evidence, "oom_killed"))
+    if symptom == Symptom.IMAGE_PULL:
+        return _Finding(Category.IMAGE_ERROR, 0.9, _first(evidence, "image_not_found", "image_auth", "invalid_image", "image_pull"))
+    if symptom == Symptom.CONFIG_ERROR:
+        return _Finding(Category.BAD_CONFIG, 0.9, _first(evidence, "missing_config", "config_error"))
+    if symptom == Symptom.UNSCHEDULABLE:
+        return _scheduling(evidence)
+    if symptom == Symptom.FAILED_MOUNT:
+        if evidence.has("missing_config") and not evidence.has("volume_error"):
+            return _Finding(Category.BAD_CONFIG, 0.8, _first(evidence, "missing_config"))
+        return _Finding(Category.VOLUME_ERROR, 0.85, _first(evidence, "volume_error", "unbound_pvc"))
+    if symptom in (Symptom.EVICTED, Symptom.NODE_NOT_READY):
+        return _Finding(Category.NODE_FAILURE, 0.85, _first(evidence, "node_not_ready", "node_pressure", "evicted", "node_lost"))
+    if symptom == Symptom.PROBE_FAILURE:
+        return _probe(evidence)
+    if symptom == Symptom.INIT_FAILURE:
+        return _application(evidence, 0.7)
+    if evidence.has("node_not_ready"):
+        return _Finding(Category.NODE_FAILURE, 0.6, _first(evidence, "node_not_ready"))
+    return _application(evidence, 0.75)
+
+
+def choose_action(evidence: Evidence, category: Category, summary: str, max_replicas: int = 20) -> ProposedAction:
+    """The safest useful action for a cause: humans get an alert unless an action clearly helps."""
+    if category == Category.OVERLOAD and evidence.owner and evidence.owner.kind == "Deployment" and evidence.replicas:
+        target = min(max_replicas, evidence.replicas + max(1, math.ceil(evidence.replicas * 0.5)))
+        if target > evidence.replicas:
+            return ProposedAction(SCALE_DEPLOYMENT, {"replicas": target})
+    if category == Category.NODE_FAILURE and evidence.node and evidence.has("node_not_ready", "node_pressure"):
+        return ProposedAction(CORDON_NODE, {})
+    severity = {
+        Category.UNKNOWN: "info",
+        Category.NODE_FAILURE: "critical",
+        Category.OOM: "warning",
+    }.get(category, "warning")
+    return ProposedAction(CREATE_ALERT, {"severity": severity, "summary": summary[:1000]})
+
+
+class RuleReasoner:
+    """Deterministic diagnosis from signals; cannot fail."""
+
+    name = "rules"
+
+    def diagnose_now(self, evidence: Evidence) -> Diagnosis:
+        finding = find_cause(evidence)
+        target = f"{evidence.pod.namespace}/{evidence.pod.name}"
+        summary = f"{evidence.symptom.value} on {target}: {EXPLANATIONS[finding.category]}"
+        reasoning = f"{summary}. Key evidence: {finding.why or 'none'}"
+        return Diagnosis(
+            category=finding.category,
+            summary=summary,
+            reasoning=reasoning[:2000],
+            action=choose_action(evidence, finding.category, summary),
+            confidence=round(min(finding.confidence, 0.95), 2),
+            source="rules",
+        )
+
+    async def diagnose(self, evidence: Evidence, allowed_actions: str = "") -> Diagnosis:
+        return self.diagnose_now(evidence)
