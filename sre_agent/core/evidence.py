@@ -187,9 +187,17 @@ LOG_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"backpressure",
         ),
     ),
-    ("prompt_injection", _rx(r"ignore (all |any )?(the )?(previous|prior|above) (instructions|prompts?)",
-                             r"you are now", r"^\s*(SYSTEM|ASSISTANT)\s*:", r"AI (agent|assistant|operator)\s*[:,]",
-                             r"disregard (your|the) (instructions|policy|rules)", r"new instructions")),
+    (
+        "prompt_injection",
+        _rx(
+            r"ignore (all |any )?(the )?(previous|prior|above) (instructions|prompts?)",
+            r"you are now",
+            r"^\s*(SYSTEM|ASSISTANT)\s*:",
+            r"AI (agent|assistant|operator)\s*[:,]",
+            r"disregard (your|the) (instructions|policy|rules)",
+            r"new instructions",
+        ),
+    ),
 )
 
 IMAGE_NOT_FOUND = _rx(
@@ -236,7 +244,9 @@ SCHED_CONSTRAINT = _rx(
     r"didn't have free ports",
     r"node\(s\) had volume",
 )
-UNBOUND_PVC = _rx(r"unbound (immediate )?PersistentVolumeClaims", r"persistentvolumeclaim \"[\w.-]+\" not found")
+UNBOUND_PVC = _rx(
+    r"unbound (immediate )?PersistentVolumeClaims", r"persistentvolumeclaim \"[\w.-]+\" not found"
+)
 VOLUME_FAILURE = _rx(
     r"MountVolume\.\w+ failed",
     r"Unable to attach or mount volumes",
@@ -373,7 +383,7 @@ def _container_facts(c: _Collector, pod: JSON, facts: dict[str, Any]) -> None:
             term = state.get("terminated") or {}
             if term:
                 code, reason = term.get("exitCode"), term.get("reason", "")
-                if reason == "OOMKilled" or code == 137 and reason == "OOMKilled":
+                if reason == "OOMKilled" or (code == 137 and reason == "OOMKilled"):
                     c.signal("oom_killed", f"container {name} {which} OOMKilled exit {code}", "status")
                 elif code not in (None, 0):
                     c.signal("exit_code", f"container {name} exit {code} ({reason})", "status")
@@ -411,9 +421,9 @@ def _container_facts(c: _Collector, pod: JSON, facts: dict[str, Any]) -> None:
 
 
 def _probe_facts(c: _Collector, name: str, container: JSON, facts: dict[str, Any]) -> None:
-    declared = {
-        p.get("containerPort") for p in container.get("ports") or [] if isinstance(p, dict)
-    } | {p.get("name") for p in container.get("ports") or [] if isinstance(p, dict)}
+    declared = {p.get("containerPort") for p in container.get("ports") or [] if isinstance(p, dict)} | {
+        p.get("name") for p in container.get("ports") or [] if isinstance(p, dict)
+    }
     for kind in ("livenessProbe", "readinessProbe", "startupProbe"):
         probe = container.get(kind)
         if not isinstance(probe, dict):
@@ -450,7 +460,9 @@ def _event_signals(c: _Collector, events: Iterable[JSON]) -> None:
         elif reason in ("FailedMount", "FailedAttachVolume") or (
             reason == "Failed" and VOLUME_FAILURE.search(message)
         ):
-            if MISSING_VOLUME_SOURCE.search(message) and not re.search(r"persistentvolumeclaim", message, re.I):
+            if MISSING_VOLUME_SOURCE.search(message) and not re.search(
+                r"persistentvolumeclaim", message, re.I
+            ):
                 c.signal("missing_config", message, "event")
             else:
                 c.signal("volume_error", message, "event")
@@ -467,7 +479,9 @@ def _event_signals(c: _Collector, events: Iterable[JSON]) -> None:
             c.signal("invalid_image", message, "event")
         elif reason == "Failed" and MISSING_VOLUME_SOURCE.search(message):
             c.signal("missing_config", message, "event")
-        elif reason == "Failed" and re.search(r"Error: (container has runAsNonRoot|failed to create)", message):
+        elif reason == "Failed" and re.search(
+            r"Error: (container has runAsNonRoot|failed to create)", message
+        ):
             c.signal("config_error", message, "event")
         elif reason == "Unhealthy":
             _probe_event(c, message)
@@ -573,14 +587,21 @@ def extract(ctx: IncidentContext, symptom: Symptom, redactor: Redactor) -> Evide
         str(p.get("port")) for p in (facts.get("probes") or {}).values() if isinstance(p.get("port"), int)
     }
     if ports and probe_ports and not (ports & probe_ports):
-        c.signal("probe_port_mismatch", f"app listens on {sorted(ports)}, probes use {sorted(probe_ports)}", "log")
+        c.signal(
+            "probe_port_mismatch", f"app listens on {sorted(ports)}, probes use {sorted(probe_ports)}", "log"
+        )
     starts = [float(s.detail) for s in c.signals if s.kind == "startup_seconds"]
     delays = [
-        int(p.get("initialDelaySeconds") or 0) + int(p.get("periodSeconds") or 10) * int(p.get("failureThreshold") or 3)
+        int(p.get("initialDelaySeconds") or 0)
+        + int(p.get("periodSeconds") or 10) * int(p.get("failureThreshold") or 3)
         for p in (facts.get("probes") or {}).values()
     ]
     if starts and delays and max(starts) > min(delays):
-        c.signal("probe_too_early", f"startup takes {max(starts):.0f}s, probes give up after {min(delays)}s", "spec")
+        c.signal(
+            "probe_too_early",
+            f"startup takes {max(starts):.0f}s, probes give up after {min(delays)}s",
+            "spec",
+        )
 
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
@@ -599,7 +620,9 @@ def extract(ctx: IncidentContext, symptom: Symptom, redactor: Redactor) -> Evide
     excerpts = _within_budget(c.excerpts)
     return Evidence(
         symptom=symptom,
-        pod=ObjectRef("Pod", str(meta.get("name", "")), str(meta.get("namespace", "")), str(meta.get("uid", ""))),
+        pod=ObjectRef(
+            "Pod", str(meta.get("name", "")), str(meta.get("namespace", "")), str(meta.get("uid", ""))
+        ),
         owner=owner_ref,
         node=str(spec.get("nodeName") or ((ctx.node or {}).get("metadata") or {}).get("name") or ""),
         images=images,

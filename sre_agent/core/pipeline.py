@@ -24,6 +24,7 @@ from sre_agent.core.redaction import Redactor
 from sre_agent.core.rules import RuleReasoner
 from sre_agent.core.symptoms import Thresholds, detect
 from sre_agent.domain import (
+    SCALE_DEPLOYMENT,
     Category,
     Decision,
     Diagnosis,
@@ -75,7 +76,17 @@ class Pipeline:
     ledger: ActionLedger = field(default_factory=ActionLedger)
     thresholds: Thresholds = field(default_factory=Thresholds)
     observer: PipelineObserver = field(default_factory=PipelineObserver)
-    rules: RuleReasoner = field(default_factory=RuleReasoner)
+    rules: RuleReasoner | None = None  # default: rules within the policy's scale bounds
+
+    def __post_init__(self) -> None:
+        if self.rules is None:
+            scale = self.policy.actions.get(SCALE_DEPLOYMENT)
+            self.rules = RuleReasoner(max_replicas=scale.max_replicas if scale else 20)
+
+    @property
+    def rule_reasoner(self) -> RuleReasoner:
+        assert self.rules is not None  # set in __post_init__
+        return self.rules
 
     def symptom_of(self, ctx: IncidentContext) -> Symptom:
         return detect(ctx.pod, ctx.events, ctx.node, self.clock.now(), self.thresholds)
@@ -84,7 +95,7 @@ class Pipeline:
         return extract(ctx, symptom, Redactor.for_pod(ctx.pod))
 
     async def diagnose(self, evidence: Evidence, fp: str) -> Diagnosis:
-        rules_view = self.rules.diagnose_now(evidence)
+        rules_view = self.rule_reasoner.diagnose_now(evidence)
         if self.reasoner is None:
             return rules_view
         if self.cache is not None:
@@ -148,4 +159,3 @@ def request_from_decision(decision: Decision) -> ActionRequest:
         confidence=decision.diagnosis.confidence,
         current_replicas=ev.replicas,
     )
-

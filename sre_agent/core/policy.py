@@ -118,9 +118,7 @@ def _schema() -> dict[str, Any]:
 
 def parse_policy(data: Any, origin: str = "<policy>") -> Policy:
     """Validate a decoded policy document and build a Policy, or raise PolicyError."""
-    errors = sorted(
-        jsonschema.Draft202012Validator(_schema()).iter_errors(data), key=lambda e: list(e.path)
-    )
+    errors = sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(data), key=lambda e: list(e.path))
     if errors:
         first = errors[0]
         where = ".".join(str(p) for p in first.absolute_path) or "(top level)"
@@ -149,8 +147,7 @@ def parse_policy(data: Any, origin: str = "<policy>") -> Policy:
         actions=actions,
         dry_run=bool(data.get("dryRun", False)),
         auto_approve_above=data.get("autoApproveAboveConfidence"),
-        protected_namespaces=ALWAYS_PROTECTED_NAMESPACES
-        | frozenset(data.get("protectedNamespaces", [])),
+        protected_namespaces=ALWAYS_PROTECTED_NAMESPACES | frozenset(data.get("protectedNamespaces", [])),
         cooldown_seconds=data.get("cooldownSeconds", 900),
         per_namespace_per_hour=rate.get("perNamespacePerHour", 5),
         per_hour=rate.get("perHour", 30),
@@ -256,9 +253,7 @@ def bind_parameters(request: ActionRequest) -> dict[str, Any]:
     return params
 
 
-def evaluate(
-    policy: Policy, request: ActionRequest, ledger: ActionLedger, now: datetime
-) -> PolicyVerdict:
+def evaluate(policy: Policy, request: ActionRequest, ledger: ActionLedger, now: datetime) -> PolicyVerdict:
     """Judge one action request. Every path that is not explicitly allowed is blocked."""
 
     def blocked(reason: str) -> PolicyVerdict:
@@ -293,8 +288,7 @@ def evaluate(
         return blocked(f"{name} targets {params['name']!r} but the incident is about {target.name!r}")
     if "namespace" in params and params["namespace"] != target.namespace:
         return blocked(
-            f"{name} targets namespace {params['namespace']!r} "
-            f"but the incident is in {target.namespace!r}"
+            f"{name} targets namespace {params['namespace']!r} but the incident is in {target.namespace!r}"
         )
 
     if name == CREATE_ALERT:
@@ -324,18 +318,29 @@ def evaluate(
                 return blocked(f"scaling from {current} to {replicas} exceeds maxStep {rule.max_step}")
         last = ledger.last_for(target)
         if last is not None and now - last < timedelta(seconds=policy.cooldown_seconds):
-            return blocked(f"{target.key()} was acted on at {last.isoformat()}, cooldown {policy.cooldown_seconds}s")
+            return blocked(
+                f"{target.key()} was acted on at {last.isoformat()}, cooldown {policy.cooldown_seconds}s"
+            )
         hour_ago = now - timedelta(hours=1)
-        if target.namespace and ledger.count_since(hour_ago, target.namespace) >= policy.per_namespace_per_hour:
-            return blocked(f"rate limit: {policy.per_namespace_per_hour} actions per hour in {target.namespace}")
+        if (
+            target.namespace
+            and ledger.count_since(hour_ago, target.namespace) >= policy.per_namespace_per_hour
+        ):
+            return blocked(
+                f"rate limit: {policy.per_namespace_per_hour} actions per hour in {target.namespace}"
+            )
         if ledger.count_since(hour_ago) >= policy.per_hour:
             return blocked(f"rate limit: {policy.per_hour} actions per hour")
 
     confidence = request.confidence
     if rule.require_approval:
-        return PolicyVerdict("needs_approval", f"{name} always needs approval in {policy.name}", policy.dry_run)
+        return PolicyVerdict(
+            "needs_approval", f"{name} always needs approval in {policy.name}", policy.dry_run
+        )
     if policy.auto_approve_above is None:
-        return PolicyVerdict("needs_approval", f"policy {policy.name} requires approval for every action", policy.dry_run)
+        return PolicyVerdict(
+            "needs_approval", f"policy {policy.name} requires approval for every action", policy.dry_run
+        )
     if confidence < policy.auto_approve_above:
         return PolicyVerdict(
             "needs_approval",
@@ -350,4 +355,3 @@ def may_execute(verdict: PolicyVerdict, approved: bool) -> bool:
     if verdict.dry_run:
         return False
     return verdict.outcome == "allowed" or (verdict.outcome == "needs_approval" and approved)
-

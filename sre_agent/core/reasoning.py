@@ -7,7 +7,6 @@ ReasonerError, so a reasoner reports every failure that way, never by a bad answ
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 

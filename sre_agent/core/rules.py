@@ -95,12 +95,16 @@ def _application(evidence: Evidence, base: float) -> _Finding:
         return _Finding(Category.APP_ERROR, base, _first(evidence, "app_exception"))
     if evidence.has("memory_near_limit"):
         return _Finding(Category.OOM, base - 0.2, _first(evidence, "memory_near_limit"))
-    return _Finding(Category.UNKNOWN, 0.3, _first(evidence, "exit_code", "init_failure") or "no telling evidence")
+    return _Finding(
+        Category.UNKNOWN, 0.3, _first(evidence, "exit_code", "init_failure") or "no telling evidence"
+    )
 
 
 def _probe(evidence: Evidence) -> _Finding:
     loaded = evidence.has("cpu_saturated", "overload")
-    misconfigured = evidence.has("probe_http_error", "probe_port_mismatch", "probe_too_early", "probe_refused")
+    misconfigured = evidence.has(
+        "probe_http_error", "probe_port_mismatch", "probe_too_early", "probe_refused"
+    )
     if loaded and (evidence.has("probe_timeout") or not misconfigured):
         return _Finding(Category.OVERLOAD, 0.75, _first(evidence, "cpu_saturated", "overload"))
     if misconfigured:
@@ -123,7 +127,11 @@ def find_cause(evidence: Evidence) -> _Finding:
     if symptom == Symptom.OOM_KILLED:
         return _Finding(Category.OOM, 0.9, _first(evidence, "oom_killed"))
     if symptom == Symptom.IMAGE_PULL:
-        return _Finding(Category.IMAGE_ERROR, 0.9, _first(evidence, "image_not_found", "image_auth", "invalid_image", "image_pull"))
+        return _Finding(
+            Category.IMAGE_ERROR,
+            0.9,
+            _first(evidence, "image_not_found", "image_auth", "invalid_image", "image_pull"),
+        )
     if symptom == Symptom.CONFIG_ERROR:
         return _Finding(Category.BAD_CONFIG, 0.9, _first(evidence, "missing_config", "config_error"))
     if symptom == Symptom.UNSCHEDULABLE:
@@ -133,7 +141,11 @@ def find_cause(evidence: Evidence) -> _Finding:
             return _Finding(Category.BAD_CONFIG, 0.8, _first(evidence, "missing_config"))
         return _Finding(Category.VOLUME_ERROR, 0.85, _first(evidence, "volume_error", "unbound_pvc"))
     if symptom in (Symptom.EVICTED, Symptom.NODE_NOT_READY):
-        return _Finding(Category.NODE_FAILURE, 0.85, _first(evidence, "node_not_ready", "node_pressure", "evicted", "node_lost"))
+        return _Finding(
+            Category.NODE_FAILURE,
+            0.85,
+            _first(evidence, "node_not_ready", "node_pressure", "evicted", "node_lost"),
+        )
     if symptom == Symptom.PROBE_FAILURE:
         return _probe(evidence)
     if symptom == Symptom.INIT_FAILURE:
@@ -143,13 +155,24 @@ def find_cause(evidence: Evidence) -> _Finding:
     return _application(evidence, 0.75)
 
 
-def choose_action(evidence: Evidence, category: Category, summary: str, max_replicas: int = 20) -> ProposedAction:
+def choose_action(
+    evidence: Evidence, category: Category, summary: str, max_replicas: int = 20
+) -> ProposedAction:
     """The safest useful action for a cause: humans get an alert unless an action clearly helps."""
-    if category == Category.OVERLOAD and evidence.owner and evidence.owner.kind == "Deployment" and evidence.replicas:
+    if (
+        category == Category.OVERLOAD
+        and evidence.owner
+        and evidence.owner.kind == "Deployment"
+        and evidence.replicas
+    ):
         target = min(max_replicas, evidence.replicas + max(1, math.ceil(evidence.replicas * 0.5)))
         if target > evidence.replicas:
             return ProposedAction(SCALE_DEPLOYMENT, {"replicas": target})
-    if category == Category.NODE_FAILURE and evidence.node and evidence.has("node_not_ready", "node_pressure"):
+    if (
+        category == Category.NODE_FAILURE
+        and evidence.node
+        and evidence.has("node_not_ready", "node_pressure")
+    ):
         return ProposedAction(CORDON_NODE, {})
     severity = {
         Category.UNKNOWN: "info",
@@ -164,6 +187,9 @@ class RuleReasoner:
 
     name = "rules"
 
+    def __init__(self, max_replicas: int = 20) -> None:
+        self.max_replicas = max_replicas
+
     def diagnose_now(self, evidence: Evidence) -> Diagnosis:
         finding = find_cause(evidence)
         target = f"{evidence.pod.namespace}/{evidence.pod.name}"
@@ -173,7 +199,7 @@ class RuleReasoner:
             category=finding.category,
             summary=summary,
             reasoning=reasoning[:2000],
-            action=choose_action(evidence, finding.category, summary),
+            action=choose_action(evidence, finding.category, summary, self.max_replicas),
             confidence=round(min(finding.confidence, 0.95), 2),
             source="rules",
         )

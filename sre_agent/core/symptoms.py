@@ -139,8 +139,8 @@ def matching_symptoms(
     ready = _condition(pod, "Ready")
     if phase == "Running" and ready is not None and ready.get("status") == "False" and "Unhealthy" in reasons:
         since = parse_time(ready.get("lastTransitionTime"))
-        long_enough = now is None or since is None or now - since >= timedelta(
-            seconds=thresholds.probe_failure_seconds
+        long_enough = (
+            now is None or since is None or now - since >= timedelta(seconds=thresholds.probe_failure_seconds)
         )
         running_unready = any("running" in _state(c) and not c.get("ready") for c in containers)
         if long_enough and running_unready:
@@ -154,8 +154,10 @@ def matching_symptoms(
             if int(c.get("restartCount") or 0) < thresholds.high_restarts:
                 continue
             finished = parse_time(_terminated(c, "lastState").get("finishedAt"))
-            recent = now is None or finished is None or now - finished <= timedelta(
-                seconds=thresholds.restart_window_seconds
+            recent = (
+                now is None
+                or finished is None
+                or now - finished <= timedelta(seconds=thresholds.restart_window_seconds)
             )
             if recent:
                 found.add(Symptom.HIGH_RESTARTS)

@@ -1,0 +1,119 @@
+"""Recorded incidents: reads incident files (JSON or YAML) into IncidentContexts for replay.
+
+The replay counterpart of the live context gatherer. Every problem with a file becomes an
+IncidentFileError whose one-line message names the file and the field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from sre_agent.core.symptoms import parse_time
+from sre_agent.domain import IncidentContext
+
+SUFFIXES = (".yaml", ".yml", ".json")
+
+
+class IncidentFileError(ValueError):
+    """An incident file is unreadable or invalid."""
+
+
+@dataclass(frozen=True)
+class Expected:
+    symptom: str | None
+    category: str | None
+    actions: tuple[str, ...]
+    forbidden_actions: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RecordedIncident:
+    path: Path
+    context: IncidentContext
+    expected: Expected | None
+    document: dict[str, Any]
+
+
+def _validator() -> jsonschema.Draft202012Validator:
+    schema = json.loads(resources.files("sre_agent.schemas").joinpath("incident.schema.json").read_text())
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+_VALIDATOR = _validator()
+
+
+def parse_incident(data: Any, origin: str) -> RecordedIncident:
+    if not isinstance(data, dict):
+        raise IncidentFileError(f"{origin}: expected a mapping at the top level")
+    errors = sorted(_VALIDATOR.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = ".".join(str(p) for p in first.absolute_path) or "(top level)"
+        raise IncidentFileError(f"{origin}: invalid field {where}: {first.message[:200]}")
+    captured = parse_time(data.get("captured_at"))
+    if data.get("captured_at") and captured is None:
+        raise IncidentFileError(f"{origin}: invalid field captured_at: not an RFC 3339 time")
+    logs = {
+        str(name): {k: v for k, v in (streams or {}).items() if isinstance(v, str)}
+        for name, streams in (data.get("logs") or {}).items()
+    }
+    context = IncidentContext(
+        pod=data["pod"],
+        events=tuple(data.get("events") or ()),
+        logs=logs,
+        owner=data.get("owner"),
+        node=data.get("node"),
+        node_metrics=data.get("node_metrics"),
+        pod_metrics=data.get("pod_metrics"),
+        captured_at=captured,
+        incident_id=data["id"],
+    )
+    raw = data.get("expected")
+    expected = None
+    if isinstance(raw, dict):
+        expected = Expected(
+            symptom=raw.get("symptom"),
+            category=raw.get("category"),
+            actions=tuple(raw.get("actions") or ()),
+            forbidden_actions=tuple(raw.get("forbidden_actions") or ()),
+        )
+    return RecordedIncident(Path(origin), context, expected, data)
+
+
+def load_incident(path: Path) -> RecordedIncident:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise IncidentFileError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            detail = f"line {mark.line + 1}: {getattr(exc, 'problem', detail)}"
+        raise IncidentFileError(
+            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {detail}"
+        ) from None
+    return parse_incident(data, str(path))
+
+
+def incident_paths(paths: Iterable[Path]) -> Iterator[Path]:
+    """Files as given, and incident files inside directories (sorted, recursive)."""
+    for path in paths:
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+        else:
+            yield path
+
+
+def dump_incident(document: dict[str, Any]) -> str:
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=120)

@@ -1,0 +1,160 @@
+"""Command line: `sre-agent run | replay | capture | export | check-policy`.
+
+Parses argv, reads settings once, and hands over to the operator, replay or capture code.
+Every error a user can cause ends as one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from sre_agent.core.policy import Policy, PolicyError, default_policy, load_policy
+
+
+def bundled(*parts: str) -> Path:
+    """A data directory shipped with the package (wheel) or found in the source checkout."""
+    installed = Path(__file__).parent.joinpath("_data", *parts)
+    return installed if installed.exists() else Path(__file__).resolve().parents[1].joinpath(*parts)
+
+
+def _policy(path: str | None) -> Policy:
+    if path:
+        return load_policy(path)
+    default = bundled("policies", "default.yaml")
+    return load_policy(default) if default.exists() else default_policy()
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from sre_agent.replay import ReplayOptions, progress_bar, render_table, replay
+
+    policy = _policy(args.policy)
+    options = ReplayOptions(policy=policy, use_cache=not args.no_cache)
+    if args.reasoner == "llm":
+        from sre_agent.adapters.llm import LLMConfig, OpenAIReasoner
+
+        env = dict(os.environ)
+        if args.base_url:
+            env["SRE_AGENT_LLM_BASE_URL"] = args.base_url
+        if args.model:
+            env["SRE_AGENT_LLM_MODEL"] = args.model
+        config = LLMConfig.from_env(env)
+        if config is None:
+            raise SystemExit(
+                "sre-agent: --reasoner llm needs SRE_AGENT_LLM_BASE_URL or SRE_AGENT_LLM_API_KEY "
+                "(or --base-url)"
+            )
+        reasoner = OpenAIReasoner(config)
+        options.reasoner, options.reasoner_id = reasoner, reasoner.reasoner_id
+    paths = [Path(p) for p in args.paths] or [bundled("replay", "incidents")]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise SystemExit(f"sre-agent: no such file or directory: {', '.join(missing)}")
+    show = progress_bar() if (args.progress or (args.progress is None and sys.stderr.isatty())) else None
+    report = asyncio.run(replay(paths, options, progress=show, cache_timer=time.monotonic))
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+    else:
+        print(render_table(report))
+    for result in report["results"]:
+        if result["error"]:
+            print(f"error: {result['error']}", file=sys.stderr)
+    return 1 if report["summary"]["errors"] else 0
+
+
+def _cmd_check_policy(args: argparse.Namespace) -> int:
+    for path in args.files:
+        policy = load_policy(path)
+        print(f"{path}: ok (policy {policy.name}, actions: {', '.join(policy.allowed_actions())})")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from sre_agent.operator.app import run_operator
+    from sre_agent.settings import Settings
+
+    env = dict(os.environ)
+    if args.policy:
+        env["SRE_AGENT_POLICY"] = args.policy
+    if args.namespace:
+        env["SRE_AGENT_NAMESPACES"] = ",".join(args.namespace)
+    if args.standalone:
+        env["SRE_AGENT_STANDALONE"] = "1"
+    return run_operator(Settings.from_env(env))
+
+
+def _cmd_capture(args: argparse.Namespace) -> int:
+    from sre_agent.adapters.kube.capture import capture_to_file
+
+    out = capture_to_file(args.namespace, args.pod, Path(args.output) if args.output else None)
+    print(out, file=sys.stderr)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from sre_agent.adapters.kube.capture import export_to_dir
+
+    written = export_to_dir(args.namespace, Path(args.output))
+    print(f"exported {len(written)} incident(s) to {args.output}", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sre-agent", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rp = sub.add_parser("replay", help="replay incident files through the decision pipeline and score them")
+    rp.add_argument("paths", nargs="*", help="incident files or directories (default: the bundled corpus)")
+    rp.add_argument("--reasoner", choices=("rules", "llm"), default="rules")
+    rp.add_argument("--policy", help="policy YAML (default: policies/default.yaml)")
+    rp.add_argument("--format", choices=("table", "json"), default="table")
+    rp.add_argument("--base-url", help="OpenAI-compatible endpoint for --reasoner llm")
+    rp.add_argument("--model", help="model name for --reasoner llm")
+    rp.add_argument("--no-cache", action="store_true", help="ask the LLM for every incident")
+    rp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="progress bar on stderr (default: when stderr is a terminal)")  # fmt: skip
+    rp.set_defaults(func=_cmd_replay)
+
+    run = sub.add_parser("run", help="run the operator (in-cluster, or with KUBECONFIG)")
+    run.add_argument("--policy", help="policy YAML (overrides SRE_AGENT_POLICY)")
+    run.add_argument("-n", "--namespace", action="append", help="watch only these namespaces")
+    run.add_argument("--standalone", action="store_true", help="no peering (single replica)")
+    run.set_defaults(func=_cmd_run)
+
+    cap = sub.add_parser("capture", help="write an incident file from a live pod (redacted)")
+    cap.add_argument("-n", "--namespace", required=True)
+    cap.add_argument("pod")
+    cap.add_argument("-o", "--output", help="file to write (default: stdout)")
+    cap.set_defaults(func=_cmd_capture)
+
+    exp = sub.add_parser("export", help="turn recorded AgentDecisions into incident files")
+    exp.add_argument("-n", "--namespace", help="only this namespace (default: all)")
+    exp.add_argument("-o", "--output", required=True, help="directory to write incident files into")
+    exp.set_defaults(func=_cmd_export)
+
+    chk = sub.add_parser("check-policy", help="validate policy files")
+    chk.add_argument("files", nargs="+")
+    chk.set_defaults(func=_cmd_check_policy)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except PolicyError as exc:
+        print(f"sre-agent: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
