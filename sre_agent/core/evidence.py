@@ -494,11 +494,11 @@ def _event_signals(c: _Collector, events: Iterable[JSON]) -> None:
         elif reason == "Killing" and "liveness" in message.lower():
             c.signal("liveness_restart", message, "event")
         # Application-ish text inside warning events (e.g. init container messages).
-        if event.get("type") == "Warning" and reason not in ("FailedScheduling", "Unhealthy"):
+        skip = ("FailedScheduling", "Unhealthy", "FailedMount", "FailedAttachVolume", "Failed")
+        if event.get("type") == "Warning" and reason not in skip:
             for kind, rx in LOG_PATTERNS:
                 if kind in ("connection_error", "missing_config", "invalid_config") and rx.search(message):
-                    if reason not in ("FailedMount", "FailedAttachVolume", "Failed"):
-                        c.signal(kind, message, "event")
+                    c.signal(kind, message, "event")
 
 
 def _probe_event(c: _Collector, message: str) -> None:

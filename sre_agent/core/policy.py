@@ -268,14 +268,13 @@ def evaluate(policy: Policy, request: ActionRequest, ledger: ActionLedger, now: 
         return blocked(f"action {name} is disabled by policy {policy.name}")
     if not isinstance(action.parameters, Mapping):
         return blocked("parameters must be an object")
-    if name == NO_ACTION:
-        return PolicyVerdict("allowed", "observe only: nothing to execute", policy.dry_run)
-
     known = ACTION_PARAMETERS.get(name)
     if known is not None:
         extra = sorted(set(map(str, action.parameters)) - known)
         if extra:
-            return blocked(f"{name} does not take parameter(s) {', '.join(extra)}")
+            return blocked(f"{name} does not take parameter(s) {', '.join(repr(e) for e in extra)}")
+    if name == NO_ACTION:
+        return PolicyVerdict("allowed", "observe only: nothing to execute", policy.dry_run)
 
     target = action_target(request)
     if target is None:
