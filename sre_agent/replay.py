@@ -143,6 +143,9 @@ async def replay(
             results.append(_error_result(path, str(exc)))
         if progress:
             progress(index, len(files))
+    close = getattr(options.reasoner, "aclose", None)
+    if close is not None:  # release the HTTP client inside this event loop
+        await close()
     summary = summarise(results, timer() - started)
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
     return {"summary": summary, "results": public}

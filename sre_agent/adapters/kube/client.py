@@ -1,0 +1,313 @@
+"""The one Kubernetes client adapter: every API call the agent makes goes through `KubeClient`.
+
+It wraps the official `kubernetes` client (auth, TLS, token refresh) but speaks raw JSON:
+objects come back exactly as the API server returns them (what `kubectl get -o json`
+prints), so the gatherer, the decision store and capture hand real API objects to the
+pure core. The blocking client runs in a thread pool (`asyncio.to_thread`) so the
+operator's event loop never stalls.
+
+Used by the gatherer, the executor, the decision store and capture (this package), and by
+the operator (`sre_agent.operator.app`) which builds it once and passes it in through
+kopf's memo. kopf itself logs in with the same credentials (`connection_info()`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+
+from sre_agent.domain import JSON
+
+log = logging.getLogger("sre_agent.kube")
+
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+DEFAULT_TIMEOUT = 15.0
+
+
+class KubeError(Exception):
+    """An API call failed. `status` is the HTTP status (0 when the server was not reached)."""
+
+    def __init__(self, status: int, reason: str, message: str = "") -> None:
+        self.status = status
+        self.reason = reason
+        self.message = message
+        super().__init__(f"{status} {reason}: {message}" if message else f"{status} {reason}")
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What kopf needs to log in with exactly the credentials this client uses."""
+
+    server: str
+    ca_path: str | None = None
+    insecure: bool = False
+    token: str | None = None
+    certificate_path: str | None = None
+    private_key_path: str | None = None
+    default_namespace: str | None = None
+
+
+def api_path(api_version: str, plural: str, namespace: str | None = None, name: str | None = None) -> str:
+    """The REST path of a collection or an object: `/api/v1/...` or `/apis/<group>/<v>/...`."""
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    if namespace:
+        base += f"/namespaces/{quote(namespace, safe='')}"
+    base += f"/{plural}"
+    if name:
+        base += f"/{quote(name, safe='')}"
+    return base
+
+
+# Kinds the agent reads as pod owners, and their REST names.
+WORKLOAD_PLURALS: Mapping[str, str] = {
+    "ReplicaSet": "replicasets",
+    "Deployment": "deployments",
+    "StatefulSet": "statefulsets",
+    "DaemonSet": "daemonsets",
+    "Job": "jobs",
+    "CronJob": "cronjobs",
+    "ReplicationController": "replicationcontrollers",
+}
+
+
+class KubeClient:
+    """Async, JSON-in/JSON-out access to the Kubernetes API. Build one per process."""
+
+    def __init__(self, api_client: k8s.ApiClient, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self._api = api_client
+        self.timeout = timeout
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_kubeconfig(cls, path: str | None = None, context: str | None = None) -> KubeClient:
+        """From a kubeconfig file (None: $KUBECONFIG or ~/.kube/config)."""
+        configuration = k8s.Configuration()
+        k8s_config.load_kube_config(config_file=path, context=context, client_configuration=configuration)
+        return cls(k8s.ApiClient(configuration))
+
+    @classmethod
+    def in_cluster(cls) -> KubeClient:
+        configuration = k8s.Configuration()
+        k8s_config.load_incluster_config(client_configuration=configuration)
+        return cls(k8s.ApiClient(configuration))
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None) -> KubeClient:
+        """In-cluster when running in a pod without an explicit kubeconfig, else the kubeconfig."""
+        if kubeconfig is None:
+            try:
+                return cls.in_cluster()
+            except k8s_config.ConfigException:
+                pass
+        return cls.from_kubeconfig(kubeconfig)
+
+    def credentials(self) -> Credentials:
+        cfg = self._api.configuration
+        token = None
+        auth = cfg.get_api_key_with_prefix("BearerToken", alias="authorization")
+        if auth:
+            token = auth.split(" ", 1)[1] if auth.lower().startswith("bearer ") else auth
+        return Credentials(
+            server=str(cfg.host),
+            ca_path=cfg.ssl_ca_cert or None,
+            insecure=not cfg.verify_ssl,
+            token=token,
+            certificate_path=cfg.cert_file or None,
+            private_key_path=cfg.key_file or None,
+        )
+
+    def close(self) -> None:
+        self._api.close()
+
+    # -- the one request primitive ---------------------------------------------------------
+    def _request_sync(
+        self,
+        method: str,
+        path: str,
+        query: Mapping[str, Any] | None,
+        body: Any,
+        content_type: str | None,
+        timeout: float,
+        raw: bool,
+    ) -> Any:
+        headers = {"Accept": "application/json" if not raw else "*/*"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        params = [(k, v) for k, v in (query or {}).items() if v is not None]
+        try:
+            serialized = self._api.param_serialize(
+                method=method,
+                resource_path=path,
+                query_params=params,
+                header_params=headers,
+                body=body,
+                auth_settings=["BearerToken"],
+            )
+            response = self._api.call_api(*serialized, _request_timeout=timeout)
+            data = response.read()
+        except k8s.ApiException as exc:
+            raise KubeError(int(exc.status or 0), str(exc.reason or "error"), _message(exc.body)) from None
+        except Exception as exc:  # network, TLS, timeouts: the server was not reached
+            raise KubeError(0, type(exc).__name__, str(exc)[:300]) from None
+        status = int(response.status)
+        if status >= 400:
+            raise KubeError(status, str(response.reason or "error"), _message(data))
+        if raw:
+            return data.decode("utf-8", errors="replace") if isinstance(data, bytes) else str(data or "")
+        if not data:
+            return {}
+        return json.loads(data)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, Any] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        timeout: float | None = None,
+    ) -> JSON:
+        """One API call returning the decoded JSON body; raises KubeError."""
+        result = await asyncio.to_thread(
+            self._request_sync, method, path, query, body, content_type, timeout or self.timeout, False
+        )
+        return result if isinstance(result, dict) else {"items": result}
+
+    async def request_text(
+        self, path: str, *, query: Mapping[str, Any] | None = None, timeout: float | None = None
+    ) -> str:
+        result = await asyncio.to_thread(
+            self._request_sync, "GET", path, query, None, None, timeout or self.timeout, True
+        )
+        return str(result)
+
+    # -- reads -----------------------------------------------------------------------------
+    async def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> JSON | None:
+        """One object, or None when it does not exist."""
+        try:
+            return await self.request("GET", api_path(api_version, plural, namespace, name))
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
+
+    async def list(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        limit: int | None = None,
+    ) -> list[JSON]:
+        query = {"labelSelector": label_selector, "fieldSelector": field_selector, "limit": limit}
+        result = await self.request("GET", api_path(api_version, plural, namespace), query=query)
+        return [i for i in result.get("items") or [] if isinstance(i, dict)]
+
+    async def get_pod(self, namespace: str, name: str) -> JSON | None:
+        return await self.get("v1", "pods", namespace, name)
+
+    async def get_node(self, name: str) -> JSON | None:
+        return await self.get("v1", "nodes", None, name)
+
+    async def get_workload(self, api_version: str, kind: str, namespace: str, name: str) -> JSON | None:
+        plural = WORKLOAD_PLURALS.get(kind)
+        if plural is None:
+            return None
+        return await self.get(api_version, plural, namespace, name)
+
+    async def events_for(self, namespace: str, uid: str, limit: int = 200) -> list[JSON]:
+        """Core v1 Events whose involvedObject is the object with this uid."""
+        return await self.list("v1", "events", namespace, field_selector=f"involvedObject.uid={uid}", limit=limit)
+
+    async def read_log(
+        self,
+        namespace: str,
+        pod: str,
+        container: str,
+        *,
+        previous: bool,
+        tail_lines: int,
+        limit_bytes: int,
+        timeout: float | None = None,
+    ) -> str:
+        query = {
+            "container": container,
+            "previous": "true" if previous else None,
+            "tailLines": tail_lines,
+            "limitBytes": limit_bytes,
+        }
+        return await self.request_text(api_path("v1", "pods", namespace, pod) + "/log", query=query, timeout=timeout)
+
+    # -- writes ----------------------------------------------------------------------------
+    async def create(self, api_version: str, plural: str, namespace: str | None, body: JSON) -> JSON:
+        return await self.request("POST", api_path(api_version, plural, namespace), body=body)
+
+    async def patch(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        body: JSON,
+        *,
+        subresource: str | None = None,
+    ) -> JSON:
+        """A JSON merge patch (put `metadata.resourceVersion` in it for a conditional patch)."""
+        path = api_path(api_version, plural, namespace, name) + (f"/{subresource}" if subresource else "")
+        return await self.request("PATCH", path, body=body, content_type=MERGE_PATCH)
+
+    async def delete(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None,
+        name: str,
+        *,
+        uid: str | None = None,
+    ) -> bool:
+        """Delete an object; False when it was already gone. With `uid`, only that incarnation."""
+        body: JSON = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            await self.request("DELETE", api_path(api_version, plural, namespace, name), body=body)
+        except KubeError as exc:
+            if exc.not_found:
+                return False
+            raise
+        return True
+
+
+def _message(body: Any) -> str:
+    """The `message` of a v1 Status error body, else the body's start."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    if not body:
+        return ""
+    try:
+        decoded = json.loads(body)
+    except (TypeError, ValueError):
+        return str(body)[:300]
+    if isinstance(decoded, dict) and decoded.get("message"):
+        return str(decoded["message"])[:300]
+    return str(body)[:300]

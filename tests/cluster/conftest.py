@@ -1,0 +1,177 @@
+"""Fixtures for tests that need a real Kubernetes API server.
+
+``cluster`` (session): starts etcd + kube-apiserver + kube-controller-manager once
+per run with ``scripts/cluster up`` in a private state dir, installs every CRD in
+``crds/``, and tears it all down at the end. If the control plane cannot be built
+or started, the fixture fails loudly; ``SRE_AGENT_SKIP_CLUSTER=1`` skips instead.
+``SRE_AGENT_CLUSTER_DIR=<dir>`` uses (and keeps) a cluster in that dir, for fast
+iteration: ``SRE_AGENT_CLUSTER_DIR=/tmp/c scripts/cluster up`` once, then rerun pytest.
+
+``namespace`` (function): a fresh namespace per test, deleted afterwards without waiting.
+``node`` (function): a Ready fake node, deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+from tests.cluster import kubesim
+
+REPO = Path(__file__).resolve().parents[2]
+CLUSTER_SCRIPT = REPO / "scripts" / "cluster"
+CRDS = REPO / "crds"
+UP_TIMEOUT = 75 * 60  # a cold build of the binaries takes ~10-20 min on 2 cores
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.cluster)
+
+
+@dataclass
+class Cluster:
+    """A running control plane: where its kubeconfig and kubectl are, and a client for it."""
+
+    kubeconfig: Path
+    kubectl: Path
+    api_client: ApiClient
+    state_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def run_kubectl(self, *args: str, check: bool = True,
+                    input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the built kubectl against this cluster."""
+        return subprocess.run(
+            [str(self.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
+            check=check, capture_output=True, text=True, input=input, env=self.env, timeout=120,
+        )
+
+
+def _with_no_proxy(env: dict[str, str]) -> dict[str, str]:
+    cur = env.get("NO_PROXY") or env.get("no_proxy") or ""
+    hosts = [h for h in cur.split(",") if h]
+    for h in ("127.0.0.1", "localhost"):
+        if h not in hosts:
+            hosts.append(h)
+    env["NO_PROXY"] = env["no_proxy"] = ",".join(hosts)
+    return env
+
+
+def _script(cmd: str, env: dict[str, str], log: Path, timeout: float) -> str:
+    with log.open("a") as err:
+        proc = subprocess.run(
+            ["bash", str(CLUSTER_SCRIPT), cmd],
+            env=env, stdout=subprocess.PIPE, stderr=err, text=True, timeout=timeout, check=False,
+        )
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-60:])
+        raise RuntimeError(f"scripts/cluster {cmd} failed (exit {proc.returncode}):\n{tail}")
+    return proc.stdout
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    if os.environ.get("SRE_AGENT_SKIP_CLUSTER") == "1":
+        pytest.skip("SRE_AGENT_SKIP_CLUSTER=1: cluster tests skipped")
+    env = _with_no_proxy(dict(os.environ))
+    own_dir = "SRE_AGENT_CLUSTER_DIR" not in env
+    state_dir = (tmp_path_factory.mktemp("cluster") if own_dir
+                 else Path(env["SRE_AGENT_CLUSTER_DIR"]).resolve())
+    env["SRE_AGENT_CLUSTER_DIR"] = str(state_dir)
+    log = tmp_path_factory.getbasetemp() / "cluster-up.log"
+    was_running = False
+    if not own_dir:
+        was_running = subprocess.run(["bash", str(CLUSTER_SCRIPT), "status"], env=env,
+                                     capture_output=True, check=False).returncode == 0
+    if not was_running:
+        env_up = {**env, "SRE_AGENT_WATCH_PID": str(os.getpid())}
+    else:
+        env_up = env
+    try:
+        _script("up", env_up, log, UP_TIMEOUT)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        pytest.fail(f"could not start the test control plane (set SRE_AGENT_SKIP_CLUSTER=1 to "
+                    f"skip cluster tests): {exc}", pytrace=False)
+
+    kubeconfig = state_dir / "kubeconfig"
+    kubectl = (state_dir / "kubectl").resolve()
+    saved = {k: os.environ.get(k) for k in ("NO_PROXY", "no_proxy", "KUBECONFIG")}
+    os.environ.update({"NO_PROXY": env["NO_PROXY"], "no_proxy": env["no_proxy"],
+                       "KUBECONFIG": str(kubeconfig)})
+    env["KUBECONFIG"] = str(kubeconfig)
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    c = Cluster(kubeconfig=kubeconfig, kubectl=kubectl, api_client=api, state_dir=state_dir,
+                env=env)
+    try:
+        crd_files = sorted(CRDS.glob("*.yaml"))
+        if crd_files:
+            c.run_kubectl("apply", "--server-side", "--force-conflicts",
+                          *[f"-f={f}" for f in crd_files])
+            c.run_kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                          "customresourcedefinitions", "--all")
+    except subprocess.CalledProcessError as exc:
+        api.close()
+        if not was_running:
+            _script("down", env, log, 120)
+        pytest.fail(f"installing crds/ failed: {exc.stderr}", pytrace=False)
+
+    yield c
+
+    api.close()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    if not was_running:
+        _script("down", env, log, 120)
+
+
+@pytest.fixture
+def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace whose default ServiceAccount exists (pods can be created at once)."""
+    base = "".join(ch if ch.isalnum() else "-" for ch in request.node.name.lower())
+    name = f"t-{base.strip('-')[:40].rstrip('-')}-{uuid.uuid4().hex[:6]}"
+    core = client.CoreV1Api(cluster.api_client)
+    core.create_namespace({"metadata": {"name": name, "labels": {"sre-agent.dev/test": "true"}}},
+                          _preload_content=False)
+
+    def has_default_sa() -> bool:
+        try:
+            core.read_namespaced_service_account("default", name, _preload_content=False)
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
+    kubesim.wait_for(has_default_sa, timeout=30, what=f"serviceaccount {name}/default")
+    yield name
+    # No kubelet finishes graceful pod deletion, so force it; then drop the namespace.
+    try:
+        core.delete_collection_namespaced_pod(name, grace_period_seconds=0, _preload_content=False)
+        core.delete_namespace(name, propagation_policy="Background", _preload_content=False)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+@pytest.fixture
+def node(cluster: Cluster) -> Iterator[str]:
+    """A Ready fake node (no kubelet behind it), deleted after the test."""
+    name = f"node-{uuid.uuid4().hex[:8]}"
+    kubesim.create_node(cluster.api_client, name)
+    yield name
+    kubesim.delete_node(cluster.api_client, name)
