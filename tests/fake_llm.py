@@ -43,10 +43,14 @@ def reply(content: str | dict[str, Any], prompt_tokens: int = 100, completion_to
     return Behaviour("reply", content=text, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
 
-def status(code: int, body: dict[str, Any] | str | None = None, headers: dict[str, str] | None = None) -> Behaviour:
+def status(
+    code: int, body: dict[str, Any] | str | None = None, headers: dict[str, str] | None = None
+) -> Behaviour:
     """An HTTP error (or any status) with an OpenAI-style error body unless one is given."""
     if body is None:
-        body = {"error": {"message": f"fake status {code}", "type": "fake_error", "param": None, "code": None}}
+        body = {
+            "error": {"message": f"fake status {code}", "type": "fake_error", "param": None, "code": None}
+        }
     raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
     return Behaviour("status", code=code, body=raw, headers=dict(headers or {}))
 
@@ -69,7 +73,9 @@ def answer_for(
 ) -> dict[str, Any]:
     """A schema-valid answer dict (the JSON a well-behaved model would return)."""
     if parameters is None:
-        parameters = {"severity": "warning", "summary": f"{category} suspected"} if action == "create_alert" else {}
+        parameters = (
+            {"severity": "warning", "summary": f"{category} suspected"} if action == "create_alert" else {}
+        )
     return {
         "category": category,
         "summary": f"fake diagnosis: {category}",
@@ -124,7 +130,9 @@ class FakeLLM:
         self._server.daemon_threads = True
         port = self._server.server_address[1]
         self.base_url = f"http://127.0.0.1:{port}/v1"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-llm", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-llm", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -82,27 +82,60 @@ class LLMConfig:
     prompts_dir: str = ""  # "": the packaged prompts
 
     def __post_init__(self) -> None:
-        checks: list[tuple[str, bool]] = [
-            ("SRE_AGENT_LLM_MODEL", bool(self.model.strip())),
-            ("SRE_AGENT_LLM_TIMEOUT", self.timeout_seconds > 0),
-            ("SRE_AGENT_LLM_DEADLINE", self.deadline_seconds > 0),
-            ("SRE_AGENT_LLM_MAX_RETRIES", self.max_retries >= 0),
-            ("SRE_AGENT_LLM_BACKOFF_BASE", self.backoff_base >= 0),
-            ("SRE_AGENT_LLM_BACKOFF_MAX", self.backoff_max >= 0),
-            ("SRE_AGENT_LLM_CIRCUIT_FAILURES", self.circuit_failures >= 1),
-            ("SRE_AGENT_LLM_CIRCUIT_RESET", self.circuit_reset_seconds >= 0),
-            ("SRE_AGENT_LLM_MAX_CONCURRENCY", self.max_concurrency >= 1),
-            ("SRE_AGENT_LLM_MAX_TOKENS", self.max_tokens >= 1),
-            ("SRE_AGENT_LLM_TEMPERATURE", self.temperature is None or 0 <= self.temperature <= 2),
-            ("SRE_AGENT_LLM_RESPONSE_FORMAT", self.response_format in get_args(ResponseFormat)),
-            ("SRE_AGENT_LLM_MAX_TOKENS_FIELD", self.max_tokens_field in get_args(MaxTokensField)),
-            ("SRE_AGENT_LLM_BASE_URL", bool(self.base_url) or not self.api_version),
+        checks: list[tuple[str, object, bool, str]] = [
+            ("SRE_AGENT_LLM_MODEL", self.model, bool(self.model.strip()), "must not be empty"),
+            ("SRE_AGENT_LLM_TIMEOUT", self.timeout_seconds, self.timeout_seconds > 0, "must be above 0"),
+            ("SRE_AGENT_LLM_DEADLINE", self.deadline_seconds, self.deadline_seconds > 0, "must be above 0"),
+            ("SRE_AGENT_LLM_MAX_RETRIES", self.max_retries, self.max_retries >= 0, "must be 0 or more"),
+            ("SRE_AGENT_LLM_BACKOFF_BASE", self.backoff_base, self.backoff_base >= 0, "must be 0 or more"),
+            ("SRE_AGENT_LLM_BACKOFF_MAX", self.backoff_max, self.backoff_max >= 0, "must be 0 or more"),
+            (
+                "SRE_AGENT_LLM_CIRCUIT_FAILURES",
+                self.circuit_failures,
+                self.circuit_failures >= 1,
+                "must be 1 or more",
+            ),
+            (
+                "SRE_AGENT_LLM_CIRCUIT_RESET",
+                self.circuit_reset_seconds,
+                self.circuit_reset_seconds >= 0,
+                "must be 0 or more",
+            ),
+            (
+                "SRE_AGENT_LLM_MAX_CONCURRENCY",
+                self.max_concurrency,
+                self.max_concurrency >= 1,
+                "must be 1 or more",
+            ),
+            ("SRE_AGENT_LLM_MAX_TOKENS", self.max_tokens, self.max_tokens >= 1, "must be 1 or more"),
+            (
+                "SRE_AGENT_LLM_TEMPERATURE",
+                self.temperature,
+                self.temperature is None or 0 <= self.temperature <= 2,
+                "must be between 0 and 2, or none",
+            ),
+            (
+                "SRE_AGENT_LLM_RESPONSE_FORMAT",
+                self.response_format,
+                self.response_format in get_args(ResponseFormat),
+                f"must be one of {', '.join(get_args(ResponseFormat))}",
+            ),
+            (
+                "SRE_AGENT_LLM_MAX_TOKENS_FIELD",
+                self.max_tokens_field,
+                self.max_tokens_field in get_args(MaxTokensField),
+                f"must be one of {', '.join(get_args(MaxTokensField))}",
+            ),
+            (
+                "SRE_AGENT_LLM_BASE_URL",
+                self.base_url,
+                bool(self.base_url) or not self.api_version,
+                "Azure OpenAI (SRE_AGENT_LLM_API_VERSION) needs the resource endpoint",
+            ),
         ]
-        for name, ok in checks:
+        for name, value, ok, rule in checks:
             if not ok:
-                raise LLMConfigError(
-                    f"{name}: invalid value for LLM setting {name.removeprefix('SRE_AGENT_LLM_').lower()}"
-                )
+                raise LLMConfigError(f"{name}={value!r}: {rule}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> LLMConfig | None:
@@ -192,7 +225,7 @@ class LLMCallError(ReasonerError):
 
     def __init__(
         self, message: str, outcome: Outcome, retryable: bool = False, retry_after: float | None = None
-    ):
+    ) -> None:
         super().__init__(message)
         self.outcome: Outcome = outcome
         self.retryable = retryable

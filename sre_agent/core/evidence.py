@@ -77,6 +77,9 @@ LOG_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"503 Service Unavailable.*upstream",
             r"waiting for (the )?(database|db|postgres|mysql|redis|kafka|rabbitmq|mongo)",
             r"is the server running",
+            r":\d{2,5} - no response",  # pg_isready
+            r"\b(not reachable|unreachable)\b",
+            r"waiting for [\w-]+(\.[\w-]+)+(:\d+)?",  # wait-for-it style init containers
             r"nc: .*(timed out|refused)",
         ),
     ),
@@ -512,11 +515,13 @@ def _probe_event(c: _Collector, message: str) -> None:
         c.signal("probe_refused", message, "event")
 
 
-def _node_signals(c: _Collector, node: JSON | None, pod: JSON) -> None:
+def _node_signals(c: _Collector, node: JSON | None, pod: JSON, facts: dict[str, Any]) -> None:
     if node:
         name = (node.get("metadata") or {}).get("name", "")
         for cond in (node.get("status") or {}).get("conditions") or []:
             ctype, status = cond.get("type"), cond.get("status")
+            if ctype == "Ready":
+                facts["node_ready"] = status == "True"
             if ctype == "Ready" and status in ("False", "Unknown"):
                 c.signal("node_not_ready", f"node {name} Ready={status}: {cond.get('message', '')}", "node")
                 c.excerpt(f"node {name} Ready={status} ({cond.get('reason', '')}): {cond.get('message', '')}")
@@ -570,13 +575,14 @@ def extract(ctx: IncidentContext, symptom: Symptom, redactor: Redactor) -> Evide
     pod = ctx.pod
     _container_facts(c, pod, facts)
     _event_signals(c, ctx.events)
-    _node_signals(c, ctx.node, pod)
+    _node_signals(c, ctx.node, pod, facts)
     _metric_signals(c, ctx, facts)
     for container, streams in sorted(ctx.logs.items()):
         for stream in ("previous", "current"):
             text = streams.get(stream) if isinstance(streams, dict) else None
             if isinstance(text, str) and text:
-                lines = _log_lines(text)
+                # Redact the whole text first: secrets such as private keys span several lines.
+                lines = _log_lines(redactor.text(text))
                 _scan_lines(c, lines, f"log:{container}:{stream}", budget=8)
                 # The last lines before a crash are usually the most telling.
                 for line in lines[-3:]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from sre_agent.core.redaction import redact_text
+from sre_agent.core.redaction import MASK, redact_text
 from sre_agent.domain import Evidence
 
 SYSTEM_FILE = "system.md"
@@ -37,6 +37,10 @@ MAX_FACTS_CHARS = 4000
 _HEADER = re.compile(r"^<!--\s*prompt-version:\s*([A-Za-z0-9._+-]+)\s*-->\s*$")
 # Runs of 3+ angle brackets are what the markers are made of; data never keeps one.
 _MARKER_RUN = re.compile(r"(<{3,})|(>{3,})")
+# A line that is nothing but a long base64 blob (optionally after a "[container stream]"
+# prefix) is most likely the body of a key or certificate split over several log lines,
+# which line-by-line redaction cannot recognise: mask it as a last line of defence.
+_BLOB_LINE = re.compile(r"^(\[[^\]]{1,80}\]\s*)?(?=\S*\d)(?=\S*[a-z])(?=\S*[A-Z])[A-Za-z0-9+/]{32,}={0,2}$")
 # ANSI escapes and C0/C1 control characters (except tab) that logs often carry.
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -57,12 +61,17 @@ def neutralise(text: str) -> str:
     """Make one piece of untrusted data safe to place inside the evidence block.
 
     One line per item (a newline could start a fake section), no control characters, no
-    marker look-alikes, and a last generic redaction pass in case anything slipped through.
+    marker look-alikes, and a last redaction pass in case anything slipped through.
     """
     text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     text = text.replace("\n", " \\n ")
     text = _MARKER_RUN.sub(lambda m: "<<" if m.group(1) else ">>", text)
     return redact_text(text)
+
+
+def _log_item(text: str) -> str:
+    """neutralise() for a log or event line, which may also be a piece of a key."""
+    return neutralise(_BLOB_LINE.sub(lambda m: (m.group(1) or "") + MASK, text.strip()))
 
 
 def default_prompts_dir(package_dir: Path | None = None) -> Path:
@@ -140,7 +149,7 @@ class Prompts:
                 for s in evidence.signals
             ]
         )
-        safe["excerpts"] = _lines([neutralise(line) for line in evidence.excerpts])
+        safe["excerpts"] = _lines([_log_item(line) for line in evidence.excerpts])
         return self.user_template.substitute(safe).strip() + "\n"
 
     def render(self, evidence: Evidence, allowed_actions: str) -> RenderedPrompt:

@@ -37,7 +37,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"), MASK),
     (re.compile(r"\bglpat-[A-Za-z0-9_-]{16,}"), MASK),
     # user:password@host in any URL-ish string
-    (re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]+):([^\s@/]+)@"), rf"\1:{MASK}@"),
+    (re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*):([^\s@/]+)@"), rf"\1:{MASK}@"),
     # password=..., "api_key": "...", secret: ...
     (
         re.compile(

@@ -122,6 +122,16 @@ def _probe(evidence: Evidence) -> _Finding:
     return _Finding(Category.UNKNOWN, 0.3, _first(evidence, "probe_failed"))
 
 
+def _node(evidence: Evidence) -> _Finding:
+    """Evictions and lost pods are node failures only when something shows the node is at fault."""
+    if evidence.has("node_not_ready", "node_pressure"):
+        return _Finding(Category.NODE_FAILURE, 0.85, _first(evidence, "node_not_ready", "node_pressure"))
+    if evidence.facts.get("node_ready") is True:
+        # A healthy node that evicted or kept a pod: the pod's own limits or a stuck shutdown.
+        return _Finding(Category.UNKNOWN, 0.4, _first(evidence, "evicted", "node_lost"))
+    return _Finding(Category.NODE_FAILURE, 0.7, _first(evidence, "evicted", "node_lost"))
+
+
 def find_cause(evidence: Evidence) -> _Finding:
     symptom = evidence.symptom
     if symptom == Symptom.OOM_KILLED:
@@ -141,11 +151,11 @@ def find_cause(evidence: Evidence) -> _Finding:
             return _Finding(Category.BAD_CONFIG, 0.8, _first(evidence, "missing_config"))
         return _Finding(Category.VOLUME_ERROR, 0.85, _first(evidence, "volume_error", "unbound_pvc"))
     if symptom in (Symptom.EVICTED, Symptom.NODE_NOT_READY):
-        return _Finding(
-            Category.NODE_FAILURE,
-            0.85,
-            _first(evidence, "node_not_ready", "node_pressure", "evicted", "node_lost"),
-        )
+        return _node(evidence)
+    if symptom in (Symptom.CRASH_LOOP, Symptom.HIGH_RESTARTS) and evidence.has("liveness_restart"):
+        # The kubelet killed it for failing liveness: a probe question before an app question.
+        if not any(s.kind == "oom_killed" and s.source == "status" for s in evidence.signals):
+            return _probe(evidence)
     if symptom == Symptom.PROBE_FAILURE:
         return _probe(evidence)
     if symptom == Symptom.INIT_FAILURE:

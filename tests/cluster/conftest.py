@@ -50,12 +50,18 @@ class Cluster:
     state_dir: Path
     env: dict[str, str] = field(default_factory=dict)
 
-    def run_kubectl(self, *args: str, check: bool = True,
-                    input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run_kubectl(
+        self, *args: str, check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run the built kubectl against this cluster."""
         return subprocess.run(
             [str(self.kubectl), f"--kubeconfig={self.kubeconfig}", *args],
-            check=check, capture_output=True, text=True, input=input, env=self.env, timeout=120,
+            check=check,
+            capture_output=True,
+            text=True,
+            input=input,
+            env=self.env,
+            timeout=120,
         )
 
 
@@ -73,7 +79,12 @@ def _script(cmd: str, env: dict[str, str], log: Path, timeout: float) -> str:
     with log.open("a") as err:
         proc = subprocess.run(
             ["bash", str(CLUSTER_SCRIPT), cmd],
-            env=env, stdout=subprocess.PIPE, stderr=err, text=True, timeout=timeout, check=False,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
     if proc.returncode != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-60:])
@@ -87,40 +98,46 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         pytest.skip("SRE_AGENT_SKIP_CLUSTER=1: cluster tests skipped")
     env = _with_no_proxy(dict(os.environ))
     own_dir = "SRE_AGENT_CLUSTER_DIR" not in env
-    state_dir = (tmp_path_factory.mktemp("cluster") if own_dir
-                 else Path(env["SRE_AGENT_CLUSTER_DIR"]).resolve())
+    state_dir = (
+        tmp_path_factory.mktemp("cluster") if own_dir else Path(env["SRE_AGENT_CLUSTER_DIR"]).resolve()
+    )
     env["SRE_AGENT_CLUSTER_DIR"] = str(state_dir)
     log = tmp_path_factory.getbasetemp() / "cluster-up.log"
     was_running = False
     if not own_dir:
-        was_running = subprocess.run(["bash", str(CLUSTER_SCRIPT), "status"], env=env,
-                                     capture_output=True, check=False).returncode == 0
-    if not was_running:
-        env_up = {**env, "SRE_AGENT_WATCH_PID": str(os.getpid())}
-    else:
-        env_up = env
+        was_running = (
+            subprocess.run(
+                ["bash", str(CLUSTER_SCRIPT), "status"], env=env, capture_output=True, check=False
+            ).returncode
+            == 0
+        )
+    # A watchdog tears down what we start if this process dies without teardown.
+    env_up = env if was_running else {**env, "SRE_AGENT_WATCH_PID": str(os.getpid())}
     try:
         _script("up", env_up, log, UP_TIMEOUT)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
-        pytest.fail(f"could not start the test control plane (set SRE_AGENT_SKIP_CLUSTER=1 to "
-                    f"skip cluster tests): {exc}", pytrace=False)
+        pytest.fail(
+            f"could not start the test control plane (set SRE_AGENT_SKIP_CLUSTER=1 to "
+            f"skip cluster tests): {exc}",
+            pytrace=False,
+        )
 
     kubeconfig = state_dir / "kubeconfig"
     kubectl = (state_dir / "kubectl").resolve()
     saved = {k: os.environ.get(k) for k in ("NO_PROXY", "no_proxy", "KUBECONFIG")}
-    os.environ.update({"NO_PROXY": env["NO_PROXY"], "no_proxy": env["no_proxy"],
-                       "KUBECONFIG": str(kubeconfig)})
+    os.environ.update(
+        {"NO_PROXY": env["NO_PROXY"], "no_proxy": env["no_proxy"], "KUBECONFIG": str(kubeconfig)}
+    )
     env["KUBECONFIG"] = str(kubeconfig)
     api = config.new_client_from_config(config_file=str(kubeconfig))
-    c = Cluster(kubeconfig=kubeconfig, kubectl=kubectl, api_client=api, state_dir=state_dir,
-                env=env)
+    c = Cluster(kubeconfig=kubeconfig, kubectl=kubectl, api_client=api, state_dir=state_dir, env=env)
     try:
         crd_files = sorted(CRDS.glob("*.yaml"))
         if crd_files:
-            c.run_kubectl("apply", "--server-side", "--force-conflicts",
-                          *[f"-f={f}" for f in crd_files])
-            c.run_kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                          "customresourcedefinitions", "--all")
+            c.run_kubectl("apply", "--server-side", "--force-conflicts", *[f"-f={f}" for f in crd_files])
+            c.run_kubectl(
+                "wait", "--for=condition=Established", "--timeout=60s", "customresourcedefinitions", "--all"
+            )
     except subprocess.CalledProcessError as exc:
         api.close()
         if not was_running:
@@ -145,8 +162,9 @@ def namespace(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[str]
     base = "".join(ch if ch.isalnum() else "-" for ch in request.node.name.lower())
     name = f"t-{base.strip('-')[:40].rstrip('-')}-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api(cluster.api_client)
-    core.create_namespace({"metadata": {"name": name, "labels": {"sre-agent.dev/test": "true"}}},
-                          _preload_content=False)
+    core.create_namespace(
+        {"metadata": {"name": name, "labels": {"sre-agent.dev/test": "true"}}}, _preload_content=False
+    )
 
     def has_default_sa() -> bool:
         try:

@@ -184,7 +184,12 @@ def post_event(
 
 
 def post_scheduler_event(
-    api: ApiClient, pod: JSON, *, reason: str, message: str, type: str = "Warning",
+    api: ApiClient,
+    pod: JSON,
+    *,
+    reason: str,
+    message: str,
+    type: str = "Warning",
     action: str = "Scheduling",
 ) -> JSON:
     """Post an events.k8s.io/v1 Event as default-scheduler does (FailedScheduling, Scheduled)."""
@@ -209,9 +214,7 @@ def post_scheduler_event(
             "resourceVersion": md.get("resourceVersion", ""),
         },
     }
-    resp = client.EventsV1Api(api).create_namespaced_event(
-        md["namespace"], body, _preload_content=False
-    )
+    resp = client.EventsV1Api(api).create_namespaced_event(md["namespace"], body, _preload_content=False)
     return _raw(resp)
 
 
@@ -239,12 +242,17 @@ def _node_conditions(ready: bool, ts: str) -> list[JSON]:
         }
 
     return [
-        cond("MemoryPressure", "False", "KubeletHasSufficientMemory",
-             "kubelet has sufficient memory available"),
+        cond(
+            "MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"
+        ),
         cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
         cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-        cond("Ready", "True" if ready else "False", "KubeletReady" if ready else "KubeletNotReady",
-             "kubelet is posting ready status" if ready else "container runtime network not ready"),
+        cond(
+            "Ready",
+            "True" if ready else "False",
+            "KubeletReady" if ready else "KubeletNotReady",
+            "kubelet is posting ready status" if ready else "container runtime network not ready",
+        ),
     ]
 
 
@@ -273,8 +281,10 @@ def create_node(
         "metadata": {
             "name": name,
             "labels": node_labels,
-            "annotations": {"node.alpha.kubernetes.io/ttl": "0",
-                            "volumes.kubernetes.io/controller-managed-attach-detach": "true"},
+            "annotations": {
+                "node.alpha.kubernetes.io/ttl": "0",
+                "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+            },
         },
         "spec": {"taints": list(taints)} if taints else {},
     }
@@ -341,8 +351,9 @@ def node_heartbeat(api: ApiClient, name: str) -> JSON:
     conditions = node["status"].get("conditions") or []
     for c in conditions:
         c["lastHeartbeatTime"] = ts
-    return _raw(_core(api).patch_node_status(
-        name, {"status": {"conditions": conditions}}, _preload_content=False))
+    return _raw(
+        _core(api).patch_node_status(name, {"status": {"conditions": conditions}}, _preload_content=False)
+    )
 
 
 def make_node_not_ready(
@@ -364,30 +375,42 @@ def make_node_not_ready(
         c["status"] = "Unknown"
         c["reason"] = "NodeStatusUnknown"
         c["message"] = NOT_READY_MESSAGE
-    node = _raw(core.patch_node_status(
-        name, {"status": {"conditions": conditions}}, _preload_content=False))
+    node = _raw(core.patch_node_status(name, {"status": {"conditions": conditions}}, _preload_content=False))
     if taint:
-        taints = [t for t in node["spec"].get("taints") or []
-                  if t.get("key") not in ("node.kubernetes.io/unreachable",
-                                          "node.kubernetes.io/not-ready")]
+        taints = [
+            t
+            for t in node["spec"].get("taints") or []
+            if t.get("key") not in ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
+        ]
         taints += [
             {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule", "timeAdded": ts},
             {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "timeAdded": ts},
         ]
         node = _raw(core.patch_node(name, {"spec": {"taints": taints}}, _preload_content=False))
     if events:
-        post_event(api, {"kind": "Node", "apiVersion": "v1", "metadata": node["metadata"]},
-                   reason="NodeNotReady", message=f"Node {name} status is now: NodeNotReady",
-                   component="node-controller")
+        post_event(
+            api,
+            {"kind": "Node", "apiVersion": "v1", "metadata": node["metadata"]},
+            reason="NodeNotReady",
+            message=f"Node {name} status is now: NodeNotReady",
+            component="node-controller",
+        )
     if mark_pods:
-        pods = _raw(core.list_pod_for_all_namespaces(
-            field_selector=f"spec.nodeName={name}", _preload_content=False))["items"]
+        pods = _raw(
+            core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={name}", _preload_content=False)
+        )["items"]
         for pod in pods:
             conds = _set_condition(pod["status"].get("conditions") or [], "Ready", "False", ts)
             pod = _patch_status(api, pod, {"conditions": conds})
             if events:
-                post_event(api, pod, reason="NodeNotReady", message="Node is not ready",
-                           type="Warning", component="node-controller")
+                post_event(
+                    api,
+                    pod,
+                    reason="NodeNotReady",
+                    message="Node is not ready",
+                    type="Warning",
+                    component="node-controller",
+                )
     return node
 
 
@@ -396,10 +419,12 @@ def make_node_ready(api: ApiClient, name: str) -> JSON:
     core = _core(api)
     node = get_node(api, name)
     fresh = _node_conditions(True, now())
-    node = _raw(core.patch_node_status(
-        name, {"status": {"conditions": fresh}}, _preload_content=False))
-    taints = [t for t in node["spec"].get("taints") or []
-              if t.get("key") not in ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")]
+    node = _raw(core.patch_node_status(name, {"status": {"conditions": fresh}}, _preload_content=False))
+    taints = [
+        t
+        for t in node["spec"].get("taints") or []
+        if t.get("key") not in ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
+    ]
     return _raw(core.patch_node(name, {"spec": {"taints": taints or None}}, _preload_content=False))
 
 
@@ -414,8 +439,14 @@ def delete_node(api: ApiClient, name: str) -> None:
 # --------------------------------------------------------------------------- pod status plumbing
 
 
-def _set_condition(conditions: list[JSON], type_: str, status: str, ts: str,
-                   reason: str | None = None, message: str | None = None) -> list[JSON]:
+def _set_condition(
+    conditions: list[JSON],
+    type_: str,
+    status: str,
+    ts: str,
+    reason: str | None = None,
+    message: str | None = None,
+) -> list[JSON]:
     out = [dict(c) for c in conditions]
     for c in out:
         if c["type"] == type_:
@@ -473,8 +504,11 @@ def _container_status(
         if resources.get("requests"):
             cs["allocatedResources"] = resources["requests"]
     mounts = [
-        {"name": m["name"], "mountPath": m["mountPath"],
-         **({"readOnly": True, "recursiveReadOnly": "Disabled"} if m.get("readOnly") else {})}
+        {
+            "name": m["name"],
+            "mountPath": m["mountPath"],
+            **({"readOnly": True, "recursiveReadOnly": "Disabled"} if m.get("readOnly") else {}),
+        }
         for m in spec.get("volumeMounts") or []
     ]
     if mounts:
@@ -500,19 +534,21 @@ def _kubelet_status(
         raise ValueError(f"pod {pod['metadata']['name']} is not bound to a node; bind_pod() first")
     unready = sorted(name for name, cs in statuses.items() if not cs["ready"])
     conds = status.get("conditions") or []
-    conds = _set_condition(conds, "PodReadyToStartContainers",
-                           "True" if running_sandbox else "False", ts)
+    conds = _set_condition(conds, "PodReadyToStartContainers", "True" if running_sandbox else "False", ts)
     conds = _set_condition(conds, "Initialized", "True", ts)
     if phase in ("Failed", "Succeeded"):
-        conds = _set_condition(conds, "Ready", "False", ts, reason="PodFailed" if phase == "Failed"
-                               else "PodCompleted")
-        conds = _set_condition(conds, "ContainersReady", "False", ts,
-                               reason="PodFailed" if phase == "Failed" else "PodCompleted")
+        conds = _set_condition(
+            conds, "Ready", "False", ts, reason="PodFailed" if phase == "Failed" else "PodCompleted"
+        )
+        conds = _set_condition(
+            conds, "ContainersReady", "False", ts, reason="PodFailed" if phase == "Failed" else "PodCompleted"
+        )
     elif unready:
         msg = f"containers with unready status: [{' '.join(unready)}]"
         conds = _set_condition(conds, "Ready", "False", ts, reason="ContainersNotReady", message=msg)
-        conds = _set_condition(conds, "ContainersReady", "False", ts, reason="ContainersNotReady",
-                               message=msg)
+        conds = _set_condition(
+            conds, "ContainersReady", "False", ts, reason="ContainersNotReady", message=msg
+        )
     else:
         conds = _set_condition(conds, "Ready", "True", ts)
         conds = _set_condition(conds, "ContainersReady", "True", ts)
@@ -546,11 +582,22 @@ def _containers(pod: JSON) -> list[JSON]:
     return containers
 
 
-def _running(pod: JSON, spec: JSON, restarts: int, ready: bool = True,
-             last_state: JSON | None = None, started_at: str | None = None) -> JSON:
+def _running(
+    pod: JSON,
+    spec: JSON,
+    restarts: int,
+    ready: bool = True,
+    last_state: JSON | None = None,
+    started_at: str | None = None,
+) -> JSON:
     return _container_status(
-        pod, spec, state={"running": {"startedAt": started_at or now()}},
-        last_state=last_state, ready=ready, started=True, restarts=restarts,
+        pod,
+        spec,
+        state={"running": {"startedAt": started_at or now()}},
+        last_state=last_state,
+        ready=ready,
+        started=True,
+        restarts=restarts,
     )
 
 
@@ -583,21 +630,37 @@ def bind_pod(api: ApiClient, namespace: str, name: str, node: str, *, event: boo
     _core(api).create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
     pod = get_pod(api, namespace, name)
     if event:
-        post_scheduler_event(api, pod, reason="Scheduled", type="Normal", action="Binding",
-                             message=f"Successfully assigned {namespace}/{name} to {node}")
+        post_scheduler_event(
+            api,
+            pod,
+            reason="Scheduled",
+            type="Normal",
+            action="Binding",
+            message=f"Successfully assigned {namespace}/{name} to {node}",
+        )
     return pod
 
 
 def make_unschedulable(
-    api: ApiClient, namespace: str, name: str, *, message: str = DEFAULT_UNSCHEDULABLE_MESSAGE,
+    api: ApiClient,
+    namespace: str,
+    name: str,
+    *,
+    message: str = DEFAULT_UNSCHEDULABLE_MESSAGE,
     event: bool = True,
 ) -> JSON:
     """PodScheduled=False/Unschedulable and a FailedScheduling event, as kube-scheduler writes them."""
     pod = get_pod(api, namespace, name)
     if pod["spec"].get("nodeName"):
         raise ValueError(f"pod {namespace}/{name} is already bound")
-    conds = _set_condition((pod.get("status") or {}).get("conditions") or [], "PodScheduled",
-                           "False", now(), reason="Unschedulable", message=message)
+    conds = _set_condition(
+        (pod.get("status") or {}).get("conditions") or [],
+        "PodScheduled",
+        "False",
+        now(),
+        reason="Unschedulable",
+        message=message,
+    )
     pod = _patch_status(api, pod, {"phase": "Pending", "conditions": conds})
     if event:
         post_scheduler_event(api, pod, reason="FailedScheduling", message=message)
@@ -607,8 +670,7 @@ def make_unschedulable(
 # --------------------------------------------------------------------------- kubelet
 
 
-def run_pod(api: ApiClient, namespace: str, name: str, *, ready: bool = True,
-            events: bool = True) -> JSON:
+def run_pod(api: ApiClient, namespace: str, name: str, *, ready: bool = True, events: bool = True) -> JSON:
     """Start every container: phase Running, containers running (and Ready unless ready=False)."""
     pod = get_pod(api, namespace, name)
     node = pod["spec"].get("nodeName")
@@ -621,17 +683,31 @@ def run_pod(api: ApiClient, namespace: str, name: str, *, ready: bool = True,
     if events:
         for c in _containers(pod):
             fp = f"spec.containers{{{c['name']}}}"
-            post_event(api, pod, reason="Pulled", host=node, field_path=fp,
-                       message=f'Container image "{c["image"]}" already present on machine')
-            post_event(api, pod, reason="Created", host=node, field_path=fp,
-                       message=f"Created container: {c['name']}")
-            post_event(api, pod, reason="Started", host=node, field_path=fp,
-                       message=f"Started container {c['name']}")
+            post_event(
+                api,
+                pod,
+                reason="Pulled",
+                host=node,
+                field_path=fp,
+                message=f'Container image "{c["image"]}" already present on machine',
+            )
+            post_event(
+                api,
+                pod,
+                reason="Created",
+                host=node,
+                field_path=fp,
+                message=f"Created container: {c['name']}",
+            )
+            post_event(
+                api, pod, reason="Started", host=node, field_path=fp, message=f"Started container {c['name']}"
+            )
     return pod
 
 
-def _terminated(pod: JSON, spec: JSON, restarts: int, exit_code: int, reason: str,
-                message: str | None = None) -> JSON:
+def _terminated(
+    pod: JSON, spec: JSON, restarts: int, exit_code: int, reason: str, message: str | None = None
+) -> JSON:
     t: JSON = {
         "exitCode": exit_code,
         "reason": reason,
@@ -668,14 +744,19 @@ def crash_loop(
         if c["name"] == target["name"]:
             backoff = _BACKOFFS[min(max(restarts - 1, 0), len(_BACKOFFS) - 1)]
             statuses[c["name"]] = _container_status(
-                pod, c,
-                state={"waiting": {
-                    "reason": "CrashLoopBackOff",
-                    "message": f"back-off {backoff} restarting failed container={c['name']} "
-                               f"pod={pod_ref_string(pod)}",
-                }},
+                pod,
+                c,
+                state={
+                    "waiting": {
+                        "reason": "CrashLoopBackOff",
+                        "message": f"back-off {backoff} restarting failed container={c['name']} "
+                        f"pod={pod_ref_string(pod)}",
+                    }
+                },
                 last_state=_terminated(pod, c, max(restarts - 1, 0), exit_code, reason),
-                ready=False, started=False, restarts=restarts,
+                ready=False,
+                started=False,
+                restarts=restarts,
             )
         else:
             prev = current.get(c["name"])
@@ -683,22 +764,55 @@ def crash_loop(
     pod = _kubelet_status(api, pod, statuses, phase="Running")
     if events:
         fp = f"spec.containers{{{target['name']}}}"
-        post_event(api, pod, reason="Pulled", host=node, field_path=fp, count=restarts + 1,
-                   message=f'Container image "{target["image"]}" already present on machine')
-        post_event(api, pod, reason="Created", host=node, field_path=fp, count=restarts + 1,
-                   message=f"Created container: {target['name']}")
-        post_event(api, pod, reason="Started", host=node, field_path=fp, count=restarts + 1,
-                   message=f"Started container {target['name']}")
-        post_event(api, pod, reason="BackOff", type="Warning", host=node, field_path=fp,
-                   count=max(restarts, 1),
-                   message=f"Back-off restarting failed container {target['name']} in pod "
-                           f"{pod_ref_string(pod)}")
+        post_event(
+            api,
+            pod,
+            reason="Pulled",
+            host=node,
+            field_path=fp,
+            count=restarts + 1,
+            message=f'Container image "{target["image"]}" already present on machine',
+        )
+        post_event(
+            api,
+            pod,
+            reason="Created",
+            host=node,
+            field_path=fp,
+            count=restarts + 1,
+            message=f"Created container: {target['name']}",
+        )
+        post_event(
+            api,
+            pod,
+            reason="Started",
+            host=node,
+            field_path=fp,
+            count=restarts + 1,
+            message=f"Started container {target['name']}",
+        )
+        post_event(
+            api,
+            pod,
+            reason="BackOff",
+            type="Warning",
+            host=node,
+            field_path=fp,
+            count=max(restarts, 1),
+            message=f"Back-off restarting failed container {target['name']} in pod {pod_ref_string(pod)}",
+        )
     return pod
 
 
 def oom_kill(
-    api: ApiClient, namespace: str, name: str, *, container: str | None = None,
-    restarts: int = 1, crash_looping: bool = True, events: bool = True,
+    api: ApiClient,
+    namespace: str,
+    name: str,
+    *,
+    container: str | None = None,
+    restarts: int = 1,
+    crash_looping: bool = True,
+    events: bool = True,
 ) -> JSON:
     """The container was OOM-killed (exit 137): lastState.terminated.reason OOMKilled.
 
@@ -706,16 +820,24 @@ def oom_kill(
     runs again after the restart.
     """
     if crash_looping:
-        return crash_loop(api, namespace, name, container=container, restarts=restarts,
-                          exit_code=137, reason="OOMKilled", events=events)
+        return crash_loop(
+            api,
+            namespace,
+            name,
+            container=container,
+            restarts=restarts,
+            exit_code=137,
+            reason="OOMKilled",
+            events=events,
+        )
     pod = get_pod(api, namespace, name)
     target = _pick(pod, container)
     current = _current(pod)
     statuses = {
         c["name"]: (
-            _running(pod, c, restarts,
-                     last_state=_terminated(pod, c, restarts - 1, 137, "OOMKilled"))
-            if c["name"] == target["name"] else current.get(c["name"]) or _running(pod, c, 0)
+            _running(pod, c, restarts, last_state=_terminated(pod, c, restarts - 1, 137, "OOMKilled"))
+            if c["name"] == target["name"]
+            else current.get(c["name"]) or _running(pod, c, 0)
         )
         for c in _containers(pod)
     }
@@ -723,8 +845,15 @@ def oom_kill(
     if events:
         fp = f"spec.containers{{{target['name']}}}"
         node = pod["spec"]["nodeName"]
-        post_event(api, pod, reason="Started", host=node, field_path=fp, count=restarts + 1,
-                   message=f"Started container {target['name']}")
+        post_event(
+            api,
+            pod,
+            reason="Started",
+            host=node,
+            field_path=fp,
+            count=restarts + 1,
+            message=f"Started container {target['name']}",
+        )
     return pod
 
 
@@ -744,33 +873,72 @@ def image_pull_backoff(
     image = target["image"]
     ref = normalize_image(image)
     err = error or (
-        f'failed to pull and unpack image "{ref}": failed to resolve reference "{ref}": '
-        f"{ref}: not found"
+        f'failed to pull and unpack image "{ref}": failed to resolve reference "{ref}": {ref}: not found'
     )
     statuses: dict[str, JSON] = {}
     for c in _containers(pod):
         if c["name"] == target["name"]:
             statuses[c["name"]] = _container_status(
-                pod, c,
-                state={"waiting": {"reason": "ImagePullBackOff",
-                                   "message": f'Back-off pulling image "{image}": ErrImagePull: {err}'}},
-                ready=False, started=False, restarts=0, pulled=False,
+                pod,
+                c,
+                state={
+                    "waiting": {
+                        "reason": "ImagePullBackOff",
+                        "message": f'Back-off pulling image "{image}": ErrImagePull: {err}',
+                    }
+                },
+                ready=False,
+                started=False,
+                restarts=0,
+                pulled=False,
             )
         else:
             statuses[c["name"]] = _running(pod, c, 0)
     pod = _kubelet_status(api, pod, statuses, phase="Pending")
     if events:
         fp = f"spec.containers{{{target['name']}}}"
-        post_event(api, pod, reason="Pulling", host=node, field_path=fp, count=3,
-                   message=f'Pulling image "{image}"')
-        post_event(api, pod, reason="Failed", type="Warning", host=node, field_path=fp, count=3,
-                   message=f'Failed to pull image "{image}": {err}')
-        post_event(api, pod, reason="Failed", type="Warning", host=node, field_path=fp, count=3,
-                   message="Error: ErrImagePull")
-        post_event(api, pod, reason="BackOff", host=node, field_path=fp, count=4,
-                   message=f'Back-off pulling image "{image}"')
-        post_event(api, pod, reason="Failed", type="Warning", host=node, field_path=fp, count=4,
-                   message="Error: ImagePullBackOff")
+        post_event(
+            api, pod, reason="Pulling", host=node, field_path=fp, count=3, message=f'Pulling image "{image}"'
+        )
+        post_event(
+            api,
+            pod,
+            reason="Failed",
+            type="Warning",
+            host=node,
+            field_path=fp,
+            count=3,
+            message=f'Failed to pull image "{image}": {err}',
+        )
+        post_event(
+            api,
+            pod,
+            reason="Failed",
+            type="Warning",
+            host=node,
+            field_path=fp,
+            count=3,
+            message="Error: ErrImagePull",
+        )
+        post_event(
+            api,
+            pod,
+            reason="BackOff",
+            host=node,
+            field_path=fp,
+            count=4,
+            message=f'Back-off pulling image "{image}"',
+        )
+        post_event(
+            api,
+            pod,
+            reason="Failed",
+            type="Warning",
+            host=node,
+            field_path=fp,
+            count=4,
+            message="Error: ImagePullBackOff",
+        )
     return pod
 
 
@@ -793,13 +961,21 @@ def probe_failure(
     for c in _containers(pod):
         prev = current.get(c["name"]) or {}
         started_at = ((prev.get("state") or {}).get("running") or {}).get("startedAt")
-        statuses[c["name"]] = _running(pod, c, prev.get("restartCount", 0),
-                                       ready=c["name"] != target["name"], started_at=started_at)
+        statuses[c["name"]] = _running(
+            pod, c, prev.get("restartCount", 0), ready=c["name"] != target["name"], started_at=started_at
+        )
     pod = _kubelet_status(api, pod, statuses, phase="Running")
     if events:
-        post_event(api, pod, reason="Unhealthy", type="Warning", host=pod["spec"]["nodeName"],
-                   field_path=f"spec.containers{{{target['name']}}}", count=count,
-                   message=f"{probe} probe failed: {output}")
+        post_event(
+            api,
+            pod,
+            reason="Unhealthy",
+            type="Warning",
+            host=pod["spec"]["nodeName"],
+            field_path=f"spec.containers{{{target['name']}}}",
+            count=count,
+            message=f"{probe} probe failed: {output}",
+        )
     return pod
 
 
@@ -823,15 +999,21 @@ def evict(
     current = _current(pod)
     statuses = {
         c["name"]: _container_status(
-            pod, c, state=_terminated(pod, c, current.get(c["name"], {}).get("restartCount", 0),
-                                      137, "Error"),
-            ready=False, started=False,
+            pod,
+            c,
+            state=_terminated(pod, c, current.get(c["name"], {}).get("restartCount", 0), 137, "Error"),
+            ready=False,
+            started=False,
             restarts=current.get(c["name"], {}).get("restartCount", 0),
         )
         for c in _containers(pod)
     }
     _kubelet_status(
-        api, pod, statuses, phase="Failed", running_sandbox=False,
+        api,
+        pod,
+        statuses,
+        phase="Failed",
+        running_sandbox=False,
         extra_conditions=[
             ("DisruptionTarget", "True", "TerminationByKubelet", msg),
             ("PodReadyToStartContainers", "False", None, None),
@@ -839,11 +1021,15 @@ def evict(
     )
     pod = _patch_status(api, get_pod(api, namespace, name), {"reason": "Evicted", "message": msg})
     if events:
-        post_event(api, pod, reason="Evicted", type="Warning", host=pod["spec"]["nodeName"],
-                   message=msg)
-        post_event(api, pod, reason="Killing", host=pod["spec"]["nodeName"],
-                   field_path=f"spec.containers{{{target['name']}}}",
-                   message=f"Stopping container {target['name']}")
+        post_event(api, pod, reason="Evicted", type="Warning", host=pod["spec"]["nodeName"], message=msg)
+        post_event(
+            api,
+            pod,
+            reason="Killing",
+            host=pod["spec"]["nodeName"],
+            field_path=f"spec.containers{{{target['name']}}}",
+            message=f"Stopping container {target['name']}",
+        )
     return pod
 
 
@@ -854,8 +1040,7 @@ def finish_deletion(api: ApiClient, namespace: str, name: str) -> bool:
     stays Terminating forever. Returns False if the pod is already gone.
     """
     try:
-        _core(api).delete_namespaced_pod(name, namespace, grace_period_seconds=0,
-                                         _preload_content=False)
+        _core(api).delete_namespaced_pod(name, namespace, grace_period_seconds=0, _preload_content=False)
         return True
     except ApiException as exc:
         if exc.status == 404:
@@ -866,8 +1051,9 @@ def finish_deletion(api: ApiClient, namespace: str, name: str) -> bool:
 # --------------------------------------------------------------------------- workloads
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.2,
-             what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.2, what: str = "condition"
+) -> Any:
     """Poll ``predicate`` until it returns something truthy; return it or raise TimeoutError."""
     deadline = time.monotonic() + timeout
     while True:
@@ -880,8 +1066,9 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: f
 
 
 def list_pods(api: ApiClient, namespace: str, label_selector: str = "") -> list[JSON]:
-    resp = _core(api).list_namespaced_pod(namespace, label_selector=label_selector or None,
-                                          _preload_content=False)
+    resp = _core(api).list_namespaced_pod(
+        namespace, label_selector=label_selector or None, _preload_content=False
+    )
     items: list[JSON] = _raw(resp)["items"]
     return items
 
@@ -890,26 +1077,25 @@ def selector_string(match_labels: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(match_labels.items()))
 
 
-def wait_for_deployment_pods(api: ApiClient, namespace: str, name: str, *,
-                             timeout: float = 60.0) -> list[JSON]:
+def wait_for_deployment_pods(
+    api: ApiClient, namespace: str, name: str, *, timeout: float = 60.0
+) -> list[JSON]:
     """Wait until kube-controller-manager has created all ``spec.replicas`` pods of a Deployment."""
-    dep = _raw(client.AppsV1Api(api).read_namespaced_deployment(name, namespace,
-                                                                 _preload_content=False))
+    dep = _raw(client.AppsV1Api(api).read_namespaced_deployment(name, namespace, _preload_content=False))
     want = dep["spec"].get("replicas", 1)
     sel = selector_string(dep["spec"]["selector"].get("matchLabels") or {})
 
     def pods() -> list[JSON] | None:
-        live = [p for p in list_pods(api, namespace, sel)
-                if not p["metadata"].get("deletionTimestamp")]
+        live = [p for p in list_pods(api, namespace, sel) if not p["metadata"].get("deletionTimestamp")]
         return live if len(live) >= want else None
 
-    result: list[JSON] = wait_for(pods, timeout=timeout,
-                                  what=f"{want} pods of deployment {namespace}/{name}")
+    result: list[JSON] = wait_for(pods, timeout=timeout, what=f"{want} pods of deployment {namespace}/{name}")
     return result
 
 
-def run_deployment(api: ApiClient, namespace: str, name: str, nodes: Sequence[str], *,
-                   timeout: float = 60.0) -> list[JSON]:
+def run_deployment(
+    api: ApiClient, namespace: str, name: str, nodes: Sequence[str], *, timeout: float = 60.0
+) -> list[JSON]:
     """Bind (round-robin over ``nodes``) and run every pod of a Deployment; return them Running."""
     pods = wait_for_deployment_pods(api, namespace, name, timeout=timeout)
     out = []
@@ -940,8 +1126,7 @@ class Autopilot:
         self.namespace = namespace
         self.nodes = list(nodes)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"autopilot-{namespace}",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"autopilot-{namespace}", daemon=True)
         self._next = 0
         self.errors: list[BaseException] = []
 
@@ -976,8 +1161,9 @@ class Autopilot:
         while not self._stop.is_set():
             w = watch.Watch()
             try:
-                for ev in w.stream(core.list_namespaced_pod, self.namespace, timeout_seconds=2,
-                                   _preload_content=False):
+                for ev in w.stream(
+                    core.list_namespaced_pod, self.namespace, timeout_seconds=2, _preload_content=False
+                ):
                     if self._stop.is_set():
                         break
                     obj = ev["raw_object"]
