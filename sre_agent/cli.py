@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sre_agent.core.policy import Policy, PolicyError, default_policy, load_policy
+from sre_agent.core.prompts import PromptError
 
 
 def bundled(*parts: str) -> Path:
@@ -37,14 +38,17 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     policy = _policy(args.policy)
     options = ReplayOptions(policy=policy, use_cache=not args.no_cache)
     if args.reasoner == "llm":
-        from sre_agent.adapters.llm import LLMConfig, OpenAIReasoner
+        from sre_agent.adapters.llm import LLMConfig, LLMConfigError, OpenAIReasoner
 
         env = dict(os.environ)
         if args.base_url:
             env["SRE_AGENT_LLM_BASE_URL"] = args.base_url
         if args.model:
             env["SRE_AGENT_LLM_MODEL"] = args.model
-        config = LLMConfig.from_env(env)
+        try:
+            config = LLMConfig.from_env(env)
+        except LLMConfigError as exc:
+            raise SystemExit(f"sre-agent: {exc}") from None
         if config is None:
             raise SystemExit(
                 "sre-agent: --reasoner llm needs SRE_AGENT_LLM_BASE_URL or SRE_AGENT_LLM_API_KEY "
@@ -148,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except PolicyError as exc:
+    except (PolicyError, PromptError) as exc:
         print(f"sre-agent: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

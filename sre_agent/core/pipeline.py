@@ -79,6 +79,9 @@ class Pipeline:
     rules: RuleReasoner | None = None  # default: rules within the policy's scale bounds
 
     def __post_init__(self) -> None:
+        if self.reasoner is not None and not self.reasoner_id:
+            # The cache key must carry the model and prompt version, or a new model reuses old answers.
+            self.reasoner_id = str(getattr(self.reasoner, "reasoner_id", self.reasoner.name))
         if self.rules is None:
             scale = self.policy.actions.get(SCALE_DEPLOYMENT)
             self.rules = RuleReasoner(max_replicas=scale.max_replicas if scale else 20)

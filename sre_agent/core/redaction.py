@@ -28,7 +28,12 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         re.compile(r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(-----END \1PRIVATE KEY-----|\Z)", re.DOTALL),
         f"-----BEGIN PRIVATE KEY----- {MASK} -----END PRIVATE KEY-----",
     ),
-    (re.compile(r"(?i)\b(bearer|token)(\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\1\2{MASK}"),
+    (re.compile(r"(?i)\b(bearer|token|basic)(\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\1\2{MASK}"),
+    # command-line flags: --password X, --db-token=X
+    (
+        re.compile(r"(?i)(--?[\w-]*(?:password|passwd|secret|token|api-?key)[\w-]*)(\s+|=)(?!-)(\S+)"),
+        rf"\1\2{MASK}",
+    ),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), MASK),
     (re.compile(r"\b(AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{12,}\b"), MASK),
     (re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"), MASK),
@@ -42,7 +47,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (
         re.compile(
             r"(?i)\b([\w.-]*(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|access[_-]?key|"
-            r"client[_-]?secret|credentials?)[\w.-]*)(\"?\s*[=:]\s*\"?)([^\s\"',;&}]{3,})"
+            r"client[_-]?secret|credentials?)[\w.-]*)(['\"]?\s*[=:]\s*['\"]?)([^\s\"',;&}]{3,})"
         ),
         rf"\1\2{MASK}",
     ),

@@ -113,12 +113,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         )
     # A watchdog tears down what we start if this process dies without teardown.
     env_up = env if was_running else {**env, "SRE_AGENT_WATCH_PID": str(os.getpid())}
+    error = None
     try:
         _script("up", env_up, log, UP_TIMEOUT)
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        error = str(exc)
+    if error:
         pytest.fail(
-            f"could not start the test control plane (set SRE_AGENT_SKIP_CLUSTER=1 to "
-            f"skip cluster tests): {exc}",
+            "could not start the test control plane (set SRE_AGENT_SKIP_CLUSTER=1 to "
+            f"skip cluster tests): {error}",
             pytrace=False,
         )
 
@@ -132,28 +135,34 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     api = config.new_client_from_config(config_file=str(kubeconfig))
     c = Cluster(kubeconfig=kubeconfig, kubectl=kubectl, api_client=api, state_dir=state_dir, env=env)
     try:
-        crd_files = sorted(CRDS.glob("*.yaml"))
-        if crd_files:
-            c.run_kubectl("apply", "--server-side", "--force-conflicts", *[f"-f={f}" for f in crd_files])
-            c.run_kubectl(
-                "wait", "--for=condition=Established", "--timeout=60s", "customresourcedefinitions", "--all"
-            )
-    except subprocess.CalledProcessError as exc:
+        error = _install_crds(c)
+        if error:
+            pytest.fail(f"installing crds/ failed: {error}", pytrace=False)
+        yield c
+    finally:
         api.close()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
         if not was_running:
             _script("down", env, log, 120)
-        pytest.fail(f"installing crds/ failed: {exc.stderr}", pytrace=False)
 
-    yield c
 
-    api.close()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    if not was_running:
-        _script("down", env, log, 120)
+def _install_crds(c: Cluster) -> str | None:
+    """Apply every YAML in crds/ and wait until the CRDs are Established; the error, if any."""
+    crd_files = sorted(CRDS.glob("*.yaml"))
+    if not crd_files:
+        return None
+    try:
+        c.run_kubectl("apply", "--server-side", "--force-conflicts", *[f"-f={f}" for f in crd_files])
+        c.run_kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", "customresourcedefinitions", "--all"
+        )
+    except subprocess.CalledProcessError as exc:
+        return str(exc.stderr)
+    return None
 
 
 @pytest.fixture

@@ -230,8 +230,8 @@ def test_update_with_stale_resource_version_conflicts(cluster: Cluster, namespac
 
 
 @pytest.fixture(scope="module")
-def agent_api(cluster: Cluster) -> Iterator[ApiClient]:
-    """A client authenticated as the sre-agent ServiceAccount bound by deploy/rbac.yaml."""
+def agent_token(cluster: Cluster) -> str:
+    """Apply deploy/rbac.yaml and mint a token for its ServiceAccount (TokenRequest API)."""
     core = client.CoreV1Api(cluster.api_client)
     try:
         core.create_namespace({"metadata": {"name": "sre-agent"}}, _preload_content=False)
@@ -242,11 +242,17 @@ def agent_api(cluster: Cluster) -> Iterator[ApiClient]:
     resp = core.create_namespaced_service_account_token(
         "sre-agent", "sre-agent", {"spec": {"expirationSeconds": 3600}}, _preload_content=False
     )
-    token = json.loads(resp.data)["status"]["token"]
+    token: str = json.loads(resp.data)["status"]["token"]
+    return token
+
+
+@pytest.fixture(scope="module")
+def agent_api(cluster: Cluster, agent_token: str) -> Iterator[ApiClient]:
+    """A client authenticated as the sre-agent ServiceAccount bound by deploy/rbac.yaml."""
     admin = cluster.api_client.configuration
     conf = client.Configuration(host=admin.host)
     conf.ssl_ca_cert = admin.ssl_ca_cert
-    conf.api_key = {"BearerToken": token}
+    conf.api_key = {"BearerToken": agent_token}
     conf.api_key_prefix = {"BearerToken": "Bearer"}
     api = ApiClient(conf)
     yield api
@@ -322,6 +328,60 @@ def test_rbac_allows_what_the_agent_needs(
         == 200
     )
     assert _status_of(lambda: core.delete_namespaced_pod("absent", namespace, _preload_content=False)) == 404
+
+
+OPERATOR = """
+import kopf
+
+@kopf.on.create("sre.agentops.dev", "v1alpha1", "agentdecisions")
+def decided(patch, **_):
+    patch.status["phase"] = "PendingApproval"
+
+@kopf.on.event("", "v1", "pods")
+def pod_seen(**_):
+    pass
+"""
+
+
+def test_kopf_runs_under_the_least_privilege_role(
+    cluster: Cluster, agent_token: str, namespace: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kopf itself (peering, CRD scan, watches, status patches, events) needs nothing more."""
+    admin_cfg = yaml.safe_load(cluster.kubeconfig.read_text())
+    sa_cfg = copy.deepcopy(admin_cfg)
+    sa_cfg["users"] = [{"name": "admin", "user": {"token": agent_token}}]
+    sa_kubeconfig = tmp_path / "sa-kubeconfig"
+    sa_kubeconfig.write_text(yaml.safe_dump(sa_cfg))
+    monkeypatch.setenv("KUBECONFIG", str(sa_kubeconfig))
+    operator = tmp_path / "operator.py"
+    operator.write_text(OPERATOR)
+    custom(cluster.api_client).create_cluster_custom_object(
+        "kopf.dev",
+        "v1",
+        "clusterkopfpeerings",
+        {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "sre-agent-test"}},
+        _preload_content=False,
+    )
+
+    from kopf.testing import KopfRunner
+
+    args = ["run", "-A", "--peering=sre-agent-test", "--verbose", str(operator)]
+    with KopfRunner(args, timeout=60) as runner:
+        create_decision(cluster.api_client, decision("via-kopf", namespace))
+        kubesim.wait_for(
+            lambda: get_decision(cluster.api_client, namespace, "via-kopf").get("status", {}).get("phase"),
+            timeout=30,
+            what="kopf to set the phase",
+        )
+    assert runner.exception is None
+    assert runner.exit_code == 0
+    assert "403" not in runner.output and "Forbidden" not in runner.output, runner.output
+    peering = custom(cluster.api_client).get_cluster_custom_object(
+        "kopf.dev", "v1", "clusterkopfpeerings", "sre-agent-test"
+    )
+    assert peering.get("status") is not None
+    events = kubesim.list_events(cluster.api_client, namespace, "via-kopf")
+    assert any(e["reason"] == "Logging" and "succeeded" in e["message"] for e in events), events
 
 
 # ---------------------------------------------------------------- (e) garbage collection

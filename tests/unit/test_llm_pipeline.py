@@ -300,11 +300,6 @@ PRIVATE_KEY_LOG = (
 )
 
 
-def redaction_gap(reason: str) -> pytest.MarkDecorator:
-    # strict: once core/redaction.py covers the form, the XPASS says to drop this marker.
-    return pytest.mark.xfail(strict=True, reason=f"core redaction gap reported to the lead: {reason}")
-
-
 CANARY_LOGS = [
     pytest.param(
         "starting up, DB password is hunter2-CANARY-1 (do not log this)\nERROR connection refused",
@@ -333,17 +328,14 @@ CANARY_LOGS = [
     pytest.param(
         "Effective settings: {'api_key': 'CANARYapikey55', 'region': 'us-east-2'}\nKeyError: 'REGION'",
         id="python-dict-repr",
-        marks=redaction_gap("single-quoted values ('key': 'value', key='value') are not masked"),
     ),
     pytest.param(
         "upstream call with Authorization: Basic CANARYdXNlcjpwYXNz\nERROR connection refused",
         id="basic-auth",
-        marks=redaction_gap("'Authorization: Basic <base64>' is not masked"),
     ),
     pytest.param(
         "connecting to redis://:r3dis-CANARY-91be@redis-master:6379/0\nERROR connection refused",
         id="url-without-user",
-        marks=redaction_gap("a URL password with an empty user (redis://:pw@host) is not masked"),
     ),
 ]
 
@@ -357,12 +349,8 @@ async def test_no_secret_reaches_the_model(fake_llm: FakeLLM, reasoners: Make, l
     assert "CANARY" not in json.dumps(fake_llm.requests)  # not in any other field either
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug reported to the lead: evidence.extract redacts log lines one by one, so the "
-    "body lines of a multi-line private key reach Evidence.excerpts (the prompt layer masks them)",
-)
 def test_evidence_itself_has_no_private_key_body() -> None:
+    # Logs are redacted as a whole before being split into lines, so key bodies never get in.
     ctx = crashing_incident(PRIVATE_KEY_LOG)
     evidence = extract(ctx, detect(ctx.pod, ctx.events, ctx.node, NOW), Redactor.for_pod(ctx.pod))
     assert "CANARY" not in json.dumps([*evidence.excerpts, *(s.detail for s in evidence.signals)])
