@@ -152,9 +152,10 @@ def find_cause(evidence: Evidence) -> _Finding:
         return _Finding(Category.VOLUME_ERROR, 0.85, _first(evidence, "volume_error", "unbound_pvc"))
     if symptom in (Symptom.EVICTED, Symptom.NODE_NOT_READY):
         return _node(evidence)
+    killed_for_memory = any(s.kind == "oom_killed" and s.source == "status" for s in evidence.signals)
     if symptom in (Symptom.CRASH_LOOP, Symptom.HIGH_RESTARTS) and evidence.has("liveness_restart"):
         # The kubelet killed it for failing liveness: a probe question before an app question.
-        if not any(s.kind == "oom_killed" and s.source == "status" for s in evidence.signals):
+        if not killed_for_memory:
             return _probe(evidence)
     if symptom == Symptom.PROBE_FAILURE:
         return _probe(evidence)
