@@ -153,10 +153,10 @@ def find_cause(evidence: Evidence) -> _Finding:
     if symptom in (Symptom.EVICTED, Symptom.NODE_NOT_READY):
         return _node(evidence)
     killed_for_memory = any(s.kind == "oom_killed" and s.source == "status" for s in evidence.signals)
-    if symptom in (Symptom.CRASH_LOOP, Symptom.HIGH_RESTARTS) and evidence.has("liveness_restart"):
+    restarting = symptom in (Symptom.CRASH_LOOP, Symptom.HIGH_RESTARTS)
+    if restarting and evidence.has("liveness_restart") and not killed_for_memory:
         # The kubelet killed it for failing liveness: a probe question before an app question.
-        if not killed_for_memory:
-            return _probe(evidence)
+        return _probe(evidence)
     if symptom == Symptom.PROBE_FAILURE:
         return _probe(evidence)
     if symptom == Symptom.INIT_FAILURE:

@@ -368,11 +368,15 @@ def test_kopf_runs_under_the_least_privilege_role(
     args = ["run", "-A", "--peering=sre-agent-test", "--verbose", str(operator)]
     with KopfRunner(args, timeout=60) as runner:
         create_decision(cluster.api_client, decision("via-kopf", namespace))
-        kubesim.wait_for(
-            lambda: get_decision(cluster.api_client, namespace, "via-kopf").get("status", {}).get("phase"),
-            timeout=30,
-            what="kopf to set the phase",
-        )
+        try:
+            kubesim.wait_for(
+                lambda: get_decision(cluster.api_client, namespace, "via-kopf").get("status", {}).get("phase"),
+                timeout=30,
+                what="kopf to set the phase",
+            )
+        except TimeoutError:
+            print(runner.output)
+            raise
     assert runner.exception is None
     assert runner.exit_code == 0
     assert "403" not in runner.output and "Forbidden" not in runner.output, runner.output
