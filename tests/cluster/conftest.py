@@ -24,6 +24,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
+from kubernetes.config import kube_config
 
 from tests.cluster import kubesim
 
@@ -128,9 +129,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     kubeconfig = state_dir / "kubeconfig"
     kubectl = (state_dir / "kubectl").resolve()
     saved = {k: os.environ.get(k) for k in ("NO_PROXY", "no_proxy", "KUBECONFIG")}
-    os.environ.update(
-        {"NO_PROXY": env["NO_PROXY"], "no_proxy": env["no_proxy"], "KUBECONFIG": str(kubeconfig)}
-    )
+    saved_default = kube_config.KUBE_CONFIG_DEFAULT_LOCATION
+    os.environ.update({"NO_PROXY": env["NO_PROXY"], "no_proxy": env["no_proxy"]})
+    use_kubeconfig(kubeconfig)
     env["KUBECONFIG"] = str(kubeconfig)
     api = config.new_client_from_config(config_file=str(kubeconfig))
     c = Cluster(kubeconfig=kubeconfig, kubectl=kubectl, api_client=api, state_dir=state_dir, env=env)
@@ -141,6 +142,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield c
     finally:
         api.close()
+        kube_config.KUBE_CONFIG_DEFAULT_LOCATION = saved_default
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -148,6 +150,20 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 os.environ[k] = v
         if not was_running:
             _script("down", env, log, 120)
+
+
+def use_kubeconfig(path: Path, monkeypatch: pytest.MonkeyPatch | None = None) -> None:
+    """Make ``kubernetes.config.load_kube_config()`` (and so kopf's login, KopfRunner) use ``path``.
+
+    Setting $KUBECONFIG is not enough: the kubernetes client reads it once, at import time,
+    into ``kube_config.KUBE_CONFIG_DEFAULT_LOCATION``. With ``monkeypatch``, undone after the test.
+    """
+    if monkeypatch is None:
+        os.environ["KUBECONFIG"] = str(path)
+        kube_config.KUBE_CONFIG_DEFAULT_LOCATION = str(path)
+    else:
+        monkeypatch.setenv("KUBECONFIG", str(path))
+        monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(path))
 
 
 def _install_crds(c: Cluster) -> str | None:
@@ -162,6 +178,19 @@ def _install_crds(c: Cluster) -> str | None:
         )
     except subprocess.CalledProcessError as exc:
         return str(exc.stderr)
+    # Established is not quite ready: the watch cache of a new resource answers 429
+    # "storage is (re)initializing" for a moment. Wait until each one lists cleanly.
+    names = c.run_kubectl("get", "customresourcedefinitions", "-o", "name").stdout.split()
+    for name in names:
+        resource = name.split("/", 1)[1]
+
+        def lists(resource: str = resource) -> bool:
+            return c.run_kubectl("get", resource, "--all-namespaces", check=False).returncode == 0
+
+        try:
+            kubesim.wait_for(lists, timeout=30, what=f"{resource} to be listable")
+        except TimeoutError as exc:
+            return str(exc)
     return None
 
 

@@ -45,7 +45,7 @@ def test_corpus_meets_the_bar(capsys: pytest.CaptureFixture[str], policy: str) -
     assert s["action_accuracy"] >= 0.9, s
     assert set(s) == SUMMARY_KEYS
     for result in report["results"]:
-        assert RESULT_KEYS <= set(result)
+        assert set(result) >= RESULT_KEYS
         assert result["source"] == "rules"
         assert result["policy"] in ("allowed", "needs_approval", "blocked")
 

@@ -183,19 +183,26 @@ class KubeClient:
         query: Mapping[str, Any] | None = None,
         body: Any = None,
         content_type: str | None = None,
-        timeout: float | None = None,
+        request_timeout: float | None = None,
     ) -> JSON:
         """One API call returning the decoded JSON body; raises KubeError."""
         result = await asyncio.to_thread(
-            self._request_sync, method, path, query, body, content_type, timeout or self.timeout, False
+            self._request_sync,
+            method,
+            path,
+            query,
+            body,
+            content_type,
+            request_timeout or self.timeout,
+            False,
         )
         return result if isinstance(result, dict) else {"items": result}
 
     async def request_text(
-        self, path: str, *, query: Mapping[str, Any] | None = None, timeout: float | None = None
+        self, path: str, *, query: Mapping[str, Any] | None = None, request_timeout: float | None = None
     ) -> str:
         result = await asyncio.to_thread(
-            self._request_sync, "GET", path, query, None, None, timeout or self.timeout, True
+            self._request_sync, "GET", path, query, None, None, request_timeout or self.timeout, True
         )
         return str(result)
 
@@ -209,7 +216,7 @@ class KubeClient:
                 return None
             raise
 
-    async def list(
+    async def list_objects(
         self,
         api_version: str,
         plural: str,
@@ -237,7 +244,9 @@ class KubeClient:
 
     async def events_for(self, namespace: str, uid: str, limit: int = 200) -> list[JSON]:
         """Core v1 Events whose involvedObject is the object with this uid."""
-        return await self.list("v1", "events", namespace, field_selector=f"involvedObject.uid={uid}", limit=limit)
+        return await self.list_objects(
+            "v1", "events", namespace, field_selector=f"involvedObject.uid={uid}", limit=limit
+        )
 
     async def read_log(
         self,
@@ -248,7 +257,7 @@ class KubeClient:
         previous: bool,
         tail_lines: int,
         limit_bytes: int,
-        timeout: float | None = None,
+        request_timeout: float | None = None,
     ) -> str:
         query = {
             "container": container,
@@ -256,7 +265,9 @@ class KubeClient:
             "tailLines": tail_lines,
             "limitBytes": limit_bytes,
         }
-        return await self.request_text(api_path("v1", "pods", namespace, pod) + "/log", query=query, timeout=timeout)
+        return await self.request_text(
+            api_path("v1", "pods", namespace, pod) + "/log", query=query, request_timeout=request_timeout
+        )
 
     # -- writes ----------------------------------------------------------------------------
     async def create(self, api_version: str, plural: str, namespace: str | None, body: JSON) -> JSON:

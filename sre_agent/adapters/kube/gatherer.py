@@ -1,0 +1,240 @@
+"""Live context gatherer: builds the `IncidentContext` of one pod from the API server.
+
+Fetches, concurrently: the pod's Events (field selector on involvedObject.uid), current
+and previous logs of every container (tailLines and limitBytes bounded; a 400 for
+previous logs of a container that never restarted is normal), the Node, node and pod
+metrics from metrics.k8s.io when that API is served, and the owner chain
+Pod -> ReplicaSet -> Deployment (or StatefulSet, DaemonSet, Job), returning the top
+controller with the ReplicaSet's rollout revision noted on it. Every API failure is
+logged in one line and the context goes on with what it has: gathering never fails.
+
+The live counterpart of `adapters.recorded` (incident files). Called by the operator's
+pod intake before `Pipeline.decide`, by the decision handlers to re-check a pod before
+executing an approved action, and by `capture`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sre_agent.adapters.kube.client import KubeClient, KubeError
+from sre_agent.core.reasoning import Clock
+from sre_agent.domain import JSON, IncidentContext
+
+log = logging.getLogger("sre_agent.gatherer")
+
+T = TypeVar("T")
+
+# Annotations the gatherer adds to the owner object it returns (never written to the cluster).
+ROLLOUT_REPLICASET = "sre.agentops.dev/replicaset"
+ROLLOUT_REVISION = "sre.agentops.dev/replicaset-revision"
+REVISION = "deployment.kubernetes.io/revision"
+MAX_OWNER_DEPTH = 4
+
+
+@dataclass(frozen=True)
+class GatherLimits:
+    tail_lines: int = 200
+    limit_bytes: int = 64 * 1024
+    log_timeout_seconds: float = 5.0
+    max_events: int = 100
+
+
+def controller_ref(obj: JSON) -> JSON | None:
+    """The ownerReference marked controller: true, if any."""
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("controller"):
+            return ref
+    return None
+
+
+def strip_managed_fields(obj: JSON) -> JSON:
+    """A shallow copy without metadata.managedFields (noise for diagnosis and incident files)."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict) or "managedFields" not in meta:
+        return obj
+    return {**obj, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+
+
+def _key(pod: JSON) -> str:
+    meta = pod.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+class Gatherer:
+    """Collects the evidence of one pod. One instance per process; stateless between calls."""
+
+    def __init__(self, kube: KubeClient, clock: Clock, limits: GatherLimits | None = None) -> None:
+        self.kube = kube
+        self.clock = clock
+        self.limits = limits or GatherLimits()
+        self._metrics_served: bool | None = None  # learnt on first use
+
+    async def _safe(self, what: str, pod: JSON, call: Callable[[], Awaitable[T]], default: T) -> T:
+        try:
+            return await call()
+        except KubeError as exc:
+            log.warning("Cannot read %s for pod %s: %s", what, _key(pod), exc)
+        except Exception as exc:  # never let one source sink the whole context
+            log.warning("Cannot read %s for pod %s: %s: %s", what, _key(pod), type(exc).__name__, exc)
+        return default
+
+    async def gather(self, pod: JSON, *, node: JSON | None = None) -> IncidentContext:
+        """The full context of `pod` (the object as the watch delivered it, or freshly read)."""
+        meta = pod.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "")
+        name = str(meta.get("name") or "")
+        node_name = str((pod.get("spec") or {}).get("nodeName") or "")
+        events_t = self.events(pod)
+        logs_t = self.logs(pod)
+        node_t = self._node(pod, node_name, node)
+        owner_t = self.owner(pod)
+        node_metrics_t = self._metrics(pod, "nodes", None, node_name)
+        pod_metrics_t = self._metrics(pod, "pods", namespace, name)
+        events, logs, node_obj, owner, node_metrics, pod_metrics = await asyncio.gather(
+            events_t, logs_t, node_t, owner_t, node_metrics_t, pod_metrics_t
+        )
+        return IncidentContext(
+            pod=strip_managed_fields(pod),
+            events=tuple(events),
+            logs=logs,
+            owner=owner,
+            node=node_obj,
+            node_metrics=node_metrics,
+            pod_metrics=pod_metrics,
+            captured_at=self.clock.now(),
+            incident_id=f"{namespace}-{name}",
+        )
+
+    async def events(self, pod: JSON) -> list[JSON]:
+        meta = pod.get("metadata") or {}
+        uid = str(meta.get("uid") or "")
+        if not uid:
+            return []
+
+        async def call() -> list[JSON]:
+            found = await self.kube.events_for(str(meta.get("namespace") or ""), uid, self.limits.max_events)
+            found.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+            return [strip_managed_fields(e) for e in found[-self.limits.max_events :]]
+
+        return await self._safe("events", pod, call, [])
+
+    async def logs(self, pod: JSON) -> dict[str, dict[str, str]]:
+        """Current and (when the container restarted) previous logs per container."""
+        status = pod.get("status") or {}
+        statuses = [
+            s
+            for key in ("initContainerStatuses", "containerStatuses")
+            for s in status.get(key) or []
+            if isinstance(s, dict) and s.get("name")
+        ]
+        jobs: list[tuple[str, str, Awaitable[str | None]]] = []
+        for s in statuses:
+            container = str(s["name"])
+            state = s.get("state") or {}
+            ever_ran = "running" in state or "terminated" in state or bool(s.get("restartCount"))
+            if ever_ran:
+                jobs.append((container, "current", self._log(pod, container, previous=False)))
+            if (s.get("lastState") or {}).get("terminated") or s.get("restartCount"):
+                jobs.append((container, "previous", self._log(pod, container, previous=True)))
+        results = await asyncio.gather(*(job for _, _, job in jobs))
+        out: dict[str, dict[str, str]] = {}
+        for (container, stream, _), text in zip(jobs, results, strict=True):
+            if text:
+                out.setdefault(container, {})[stream] = text
+        return out
+
+    async def _log(self, pod: JSON, container: str, *, previous: bool) -> str | None:
+        meta = pod.get("metadata") or {}
+        try:
+            return await self.kube.read_log(
+                str(meta.get("namespace") or ""),
+                str(meta.get("name") or ""),
+                container,
+                previous=previous,
+                tail_lines=self.limits.tail_lines,
+                limit_bytes=self.limits.limit_bytes,
+                request_timeout=self.limits.log_timeout_seconds,
+            )
+        except KubeError as exc:
+            stream = "previous" if previous else "current"
+            if previous and exc.status == 400:  # no previous container: normal
+                return None
+            log.info("No %s logs for container %s of pod %s: %s", stream, container, _key(pod), exc)
+            return None
+
+    async def _node(self, pod: JSON, node_name: str, known: JSON | None) -> JSON | None:
+        if known is not None or not node_name:
+            return strip_managed_fields(known) if known is not None else None
+
+        async def call() -> JSON | None:
+            found = await self.kube.get_node(node_name)
+            return strip_managed_fields(found) if found is not None else None
+
+        return await self._safe(f"node {node_name}", pod, call, None)
+
+    async def _metrics(self, pod: JSON, plural: str, namespace: str | None, name: str) -> JSON | None:
+        """NodeMetrics/PodMetrics from metrics.k8s.io; None when not served or not found."""
+        if not name or self._metrics_served is False:
+            return None
+        try:
+            found = await self.kube.get("metrics.k8s.io/v1beta1", plural, namespace, name)
+        except KubeError as exc:
+            if exc.status in (404, 503) and self._metrics_served is None:
+                log.info("metrics.k8s.io is not served (%s); metrics evidence disabled", exc.status)
+                self._metrics_served = False
+            else:
+                log.info("Cannot read %s metrics for %s: %s", plural, name, exc)
+            return None
+        self._metrics_served = True if found is not None else self._metrics_served
+        return strip_managed_fields(found) if found is not None else None
+
+    async def owner(self, pod: JSON) -> JSON | None:
+        """The top controller of the pod (Deployment, StatefulSet, DaemonSet, Job), or None."""
+        namespace = str((pod.get("metadata") or {}).get("namespace") or "")
+        current: JSON = pod
+        top: JSON | None = None
+        replicaset: JSON | None = None
+        for _ in range(MAX_OWNER_DEPTH):
+            ref = controller_ref(current)
+            if ref is None:
+                break
+            kind, api_version, name = str(ref.get("kind")), str(ref.get("apiVersion")), str(ref.get("name"))
+
+            async def call(av: str = api_version, k: str = kind, n: str = name) -> JSON | None:
+                return await self.kube.get_workload(av, k, namespace, n)
+
+            found = await self._safe(f"owner {kind}/{name}", pod, call, None)
+            if found is None:
+                break
+            found.setdefault("kind", kind)
+            found.setdefault("apiVersion", api_version)
+            if kind == "ReplicaSet":
+                replicaset = found
+            top = found
+            if kind == "Job":  # a CronJob's Job is the controller that matters for the pod
+                break
+            current = found
+        if top is None:
+            return None
+        top = strip_managed_fields(top)
+        if replicaset is not None and top is not replicaset:
+            top = _with_rollout(top, replicaset)
+        return top
+
+
+def _with_rollout(owner: JSON, replicaset: JSON) -> JSON:
+    """Note which ReplicaSet (and rollout revision) the pod belongs to on the owner."""
+    meta: dict[str, Any] = dict(owner.get("metadata") or {})
+    annotations = dict(meta.get("annotations") or {})
+    rs_meta = replicaset.get("metadata") or {}
+    annotations[ROLLOUT_REPLICASET] = str(rs_meta.get("name") or "")
+    revision = (rs_meta.get("annotations") or {}).get(REVISION)
+    if revision is not None:
+        annotations[ROLLOUT_REVISION] = str(revision)
+    meta["annotations"] = annotations
+    return {**owner, "metadata": meta}
