@@ -262,6 +262,13 @@ VOLUME_FAILURE = _rx(
     r"FailedAttachVolume",
     r"rpc error: code = (Internal|DeadlineExceeded|NotFound|Unavailable)",
 )
+# The kubelet's periodic summary for any volume not ready in time: it accompanies every specific
+# mount error (a missing ConfigMap as much as a stuck EBS attach), so on its own it names no cause.
+# Older kubelets list every not-yet-mounted volume as "unattached", so that list says nothing either.
+VOLUME_SUMMARY = _rx(
+    r"^Unable to attach or mount volumes: unmounted volumes=\[[^\]]*\], unattached volumes=\[[^\]]*\]"
+    r"(, failed to process volumes=\[[^\]]*\])?: timed out waiting for the condition\s*$"
+)
 MISSING_VOLUME_SOURCE = _rx(r"(configmap|secret)s? \"[\w.-]+\" not found", r"couldn't find key")
 PROBE_REFUSED = _rx(r"connection refused", r"connect: no route", r"EOF")
 PROBE_HTTP = re.compile(r"statuscode: (\d{3})", re.IGNORECASE)
@@ -293,7 +300,7 @@ SUPPORTING_SIGNALS: dict[Category, frozenset[str]] = {
     ),
     Category.OVERLOAD: frozenset({"overload", "cpu_saturated", "probe_timeout"}),
     Category.NODE_FAILURE: frozenset({"node_not_ready", "node_pressure", "evicted", "node_lost"}),
-    Category.VOLUME_ERROR: frozenset({"volume_error", "unbound_pvc"}),
+    Category.VOLUME_ERROR: frozenset({"volume_error", "volume_pending", "unbound_pvc"}),
     Category.UNKNOWN: frozenset(),
 }
 
@@ -467,6 +474,8 @@ def _event_signals(c: _Collector, events: Iterable[JSON]) -> None:
                 r"persistentvolumeclaim", message, re.I
             ):
                 c.signal("missing_config", message, "event")
+            elif VOLUME_SUMMARY.search(message):
+                c.signal("volume_pending", message, "event")
             else:
                 c.signal("volume_error", message, "event")
         elif reason == "Failed" and ("pull" in message.lower() or "image" in message.lower()):

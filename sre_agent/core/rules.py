@@ -149,7 +149,9 @@ def find_cause(evidence: Evidence) -> _Finding:
     if symptom == Symptom.FAILED_MOUNT:
         if evidence.has("missing_config") and not evidence.has("volume_error"):
             return _Finding(Category.BAD_CONFIG, 0.8, _first(evidence, "missing_config"))
-        return _Finding(Category.VOLUME_ERROR, 0.85, _first(evidence, "volume_error", "unbound_pvc"))
+        return _Finding(
+            Category.VOLUME_ERROR, 0.85, _first(evidence, "volume_error", "unbound_pvc", "volume_pending")
+        )
     if symptom in (Symptom.EVICTED, Symptom.NODE_NOT_READY):
         return _node(evidence)
     killed_for_memory = any(s.kind == "oom_killed" and s.source == "status" for s in evidence.signals)

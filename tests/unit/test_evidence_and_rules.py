@@ -105,6 +105,25 @@ def test_failed_mount_volume_vs_missing_configmap() -> None:
     assert diagnose(pod=p, events=(cm,))[:2] == (Symptom.FAILED_MOUNT, Category.BAD_CONFIG)
 
 
+@pytest.mark.parametrize(
+    "summary",
+    [
+        "Unable to attach or mount volumes: unmounted volumes=[config], unattached volumes=[], failed to process volumes=[]: timed out waiting for the condition",
+        "Unable to attach or mount volumes: unmounted volumes=[config], unattached volumes=[config kube-api-access-9xk2p]: timed out waiting for the condition",
+    ],
+)
+def test_kubelet_mount_summary_does_not_hide_a_missing_configmap(summary: str) -> None:
+    """The kubelet's periodic summary accompanies every mount failure; the specific message names the cause."""
+    p = pod(phase="Pending", statuses=[waiting("ContainerCreating")])
+    cm = event("FailedMount", 'MountVolume.SetUp failed for volume "config" : secret "ledger-tls" not found')
+    generic = event("FailedMount", summary)
+    assert diagnose(pod=p, events=(cm, generic))[:2] == (Symptom.FAILED_MOUNT, Category.BAD_CONFIG)
+    # Alone, the summary still points at the volume.
+    assert diagnose(pod=p, events=(generic,))[:2] == (Symptom.FAILED_MOUNT, Category.VOLUME_ERROR)
+    nfs = event("FailedMount", 'MountVolume.SetUp failed for volume "media" : mount failed: exit status 32\nOutput: mount.nfs: Connection timed out')
+    assert diagnose(pod=p, events=(nfs, generic))[:2] == (Symptom.FAILED_MOUNT, Category.VOLUME_ERROR)
+
+
 def test_probe_failure_misconfigured_vs_overload() -> None:
     p = pod(statuses=[running(ready=False)], conditions=NOT_READY)
     p["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "500m", "memory": "512Mi"}}
