@@ -94,17 +94,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_capture(args: argparse.Namespace) -> int:
-    from sre_agent.adapters.kube.capture import capture_to_file
+    from sre_agent.adapters.kube.capture import CaptureError, capture_document, capture_to_file
+    from sre_agent.adapters.recorded import dump_incident
 
-    out = capture_to_file(args.namespace, args.pod, Path(args.output) if args.output else None)
-    print(out, file=sys.stderr)
+    try:
+        if args.output:
+            out = capture_to_file(args.namespace, args.pod, Path(args.output))
+            print(f"captured pod {args.namespace}/{args.pod} to {out}", file=sys.stderr)
+        else:
+            sys.stdout.write(dump_incident(capture_document(args.namespace, args.pod)))
+    except CaptureError as exc:
+        print(f"sre-agent: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from sre_agent.adapters.kube.capture import export_to_dir
+    from sre_agent.adapters.kube.capture import CaptureError, export_to_dir
 
-    written = export_to_dir(args.namespace, Path(args.output))
+    try:
+        written = export_to_dir(args.namespace, Path(args.output))
+    except CaptureError as exc:
+        print(f"sre-agent: {exc}", file=sys.stderr)
+        return 1
     print(f"exported {len(written)} incident(s) to {args.output}", file=sys.stderr)
     return 0
 
