@@ -81,7 +81,7 @@ def _cmd_check_policy(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from sre_agent.operator.app import run_operator
-    from sre_agent.settings import Settings
+    from sre_agent.settings import Settings, SettingsError
 
     env = dict(os.environ)
     if args.policy:
@@ -90,7 +90,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         env["SRE_AGENT_NAMESPACES"] = ",".join(args.namespace)
     if args.standalone:
         env["SRE_AGENT_STANDALONE"] = "1"
-    return run_operator(Settings.from_env(env))
+    try:
+        settings = Settings.from_env(env)
+    except SettingsError as exc:
+        print(f"sre-agent: {exc}", file=sys.stderr)
+        return 2
+    return run_operator(settings)
 
 
 def _cmd_capture(args: argparse.Namespace) -> int:

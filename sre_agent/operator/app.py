@@ -1,0 +1,286 @@
+"""The live operator: wires settings, adapters and the core together and runs kopf embedded.
+
+`run_operator(settings)` is what `sre-agent run` calls. It builds every dependency once
+(KubeClient, Gatherer, Pipeline with the LLM reasoner or rules, DecisionStore, Executor,
+Intake, Metrics), checks that the cluster is reachable and the CRDs are installed (a one-line
+error and exit code 2 otherwise), then runs `kopf.operator` with an explicit registry whose
+handlers are one call each into `AgentService` (passed through kopf's memo), plus two
+periodic loops (expiry/retention sweep and pod re-check) that pause with kopf's peering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import kopf
+
+from sre_agent.adapters.kube.client import KubeClient, KubeError
+from sre_agent.adapters.kube.decisions import API_VERSION, PLURAL, DecisionStore
+from sre_agent.adapters.kube.executor import Executor
+from sre_agent.adapters.kube.gatherer import Gatherer
+from sre_agent.adapters.llm import OpenAIReasoner
+from sre_agent.adapters.notify import Notifier, WebhookNotifier
+from sre_agent.core.cache import DiagnosisCache
+from sre_agent.core.intake import Intake
+from sre_agent.core.pipeline import Pipeline
+from sre_agent.core.policy import ActionLedger
+from sre_agent.domain import JSON
+from sre_agent.operator.metrics import Metrics
+from sre_agent.operator.peering import PEERING_API, PeeringGate
+from sre_agent.operator.service import AgentService, Tuning, every
+from sre_agent.settings import Settings
+
+log = logging.getLogger("sre_agent.operator")
+
+SERVICE = "service"  # the memo key
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class StartupError(Exception):
+    """The operator cannot start (cluster unreachable, CRD missing, ...); one-line message."""
+
+
+def configure_logging(settings: Settings) -> None:
+    level = settings.log_level.upper()
+    log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(verbose=settings.log_level == "debug", log_format=log_format)
+    logging.getLogger().setLevel(level)
+    for noisy in ("aiohttp.access", "kubernetes.client.rest", "urllib3", "httpx", "openai"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def identity() -> str:
+    """This replica's name among peers: the pod name in a cluster (the hostname), plus the pid."""
+    return f"sre-agent@{socket.gethostname()}/{os.getpid()}"
+
+
+def build_registry() -> kopf.OperatorRegistry:
+    """The kopf handlers: each is one call into the AgentService in memo."""
+    registry = kopf.OperatorRegistry()
+
+    def body(event: kopf.RawEvent) -> JSON:
+        return cast(JSON, event["object"])
+
+    def service_of(memo: Any) -> AgentService:
+        svc: AgentService = memo[SERVICE]
+        return svc
+
+    @kopf.on.login(registry=registry)
+    def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+        # kopf logs in with exactly the credentials of our own client (in-cluster or kubeconfig).
+        creds = service_of(memo).kube.credentials()
+        return kopf.ConnectionInfo(
+            server=creds.server,
+            ca_path=creds.ca_path,
+            insecure=creds.insecure,
+            scheme="Bearer" if creds.token else None,
+            token=creds.token,
+            certificate_path=creds.certificate_path,
+            private_key_path=creds.private_key_path,
+            default_namespace=creds.default_namespace,
+        )
+
+    @kopf.on.event("v1", "pods", registry=registry)
+    async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        if event["type"] != "DELETED":
+            await service_of(memo).on_pod(body(event))
+
+    @kopf.on.event("v1", "nodes", registry=registry)
+    async def node_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        if event["type"] == "DELETED":
+            await service_of(memo).forget_node(str(body(event).get("metadata", {}).get("name", "")))
+        else:
+            await service_of(memo).on_node(body(event))
+
+    @kopf.on.event("sre.agentops.dev", "v1alpha1", "agentdecisions", registry=registry)
+    async def decision_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        if event["type"] != "DELETED":
+            await service_of(memo).on_decision(body(event))
+
+    return registry
+
+
+def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
+    ks = kopf.OperatorSettings()
+    ks.posting.level = logging.WARNING  # k8s Events only for problems, not for every handler run
+    ks.peering.priority = settings.peering_priority
+    ks.networking.request_timeout = 120
+    ks.watching.server_timeout = 300
+    ks.watching.client_timeout = 330
+    return ks
+
+
+def build_service(settings: Settings, kube: KubeClient, metrics: Metrics, who: str) -> AgentService:
+    clock = SystemClock()
+    ledger = ActionLedger()
+    reasoner = None
+    if settings.llm is not None:
+        reasoner = OpenAIReasoner(settings.llm, on_call=metrics.on_llm_call)
+        log.info(
+            "LLM reasoner: model %s at %s (%s)",
+            settings.llm.model,
+            settings.llm.base_url or "api.openai.com",
+            reasoner.reasoner_id,
+        )
+    else:
+        log.info("No LLM configured (SRE_AGENT_LLM_BASE_URL / SRE_AGENT_LLM_API_KEY unset): rules only")
+    pipeline = Pipeline(
+        policy=settings.policy,
+        clock=clock,
+        reasoner=reasoner,
+        cache=DiagnosisCache(time.monotonic, ttl_seconds=settings.cache_ttl_seconds) if reasoner else None,
+        ledger=ledger,
+        thresholds=settings.thresholds,
+        observer=metrics.observer(),
+    )
+    notifier: Notifier | None = WebhookNotifier(settings.webhook_url) if settings.webhook_url else None
+    return AgentService(
+        kube=kube,
+        clock=clock,
+        pipeline=pipeline,
+        gatherer=Gatherer(kube, clock),
+        store=DecisionStore(kube, clock),
+        executor=Executor(kube, settings.policy, ledger, clock, notifier=notifier),
+        intake=Intake(
+            clock, cooldown_seconds=settings.cooldown_seconds, window_seconds=settings.group_window_seconds
+        ),
+        ledger=ledger,
+        metrics=metrics,
+        tuning=Tuning(
+            decision_ttl_seconds=settings.decision_ttl_seconds,
+            retention_seconds=settings.retention_seconds,
+            namespaces=settings.namespaces,
+            thresholds=settings.thresholds,
+            concurrency=settings.llm_concurrency,
+            identity=who,
+        ),
+    )
+
+
+async def preflight(kube: KubeClient, settings: Settings) -> None:
+    """Fail fast, in one line, on what a user can fix: no cluster, no CRD, no peering CRD."""
+    ns = settings.namespaces[0] if settings.namespaces else None
+    try:
+        await kube.list_objects(API_VERSION, PLURAL, ns, limit=1)
+    except KubeError as exc:
+        if exc.status == 404:
+            raise StartupError(
+                "the AgentDecision CRD is not installed (kubectl apply -f crds/agentdecisions.yaml)"
+            ) from None
+        if exc.status in (401, 403):
+            raise StartupError(
+                f"not allowed to list AgentDecisions ({exc}); apply deploy/rbac.yaml"
+            ) from None
+        raise StartupError(f"cannot reach the Kubernetes API: {exc}") from None
+    if settings.standalone:
+        return
+    # kopf's mandatory peering needs its peering object: create it once (409: it exists).
+    targets: list[str | None] = list(settings.namespaces) or [None]
+    for target in targets:
+        plural = "kopfpeerings" if target else "clusterkopfpeerings"
+        kind = "KopfPeering" if target else "ClusterKopfPeering"
+        body: dict[str, Any] = {
+            "apiVersion": PEERING_API,
+            "kind": kind,
+            "metadata": {"name": settings.peering_name},
+        }
+        try:
+            await kube.create(PEERING_API, plural, target, body)
+        except KubeError as exc:
+            if exc.status == 409:
+                continue
+            if exc.status == 404:
+                raise StartupError(
+                    "kopf's peering CRDs are not installed (kubectl apply -f crds/kopf-peering.yaml), "
+                    "or run with --standalone"
+                ) from None
+            if exc.status == 403 and await kube.get(PEERING_API, plural, target, settings.peering_name):
+                continue
+            raise StartupError(f"cannot create the peering object {settings.peering_name}: {exc}") from None
+
+
+async def operate(settings: Settings, kube: KubeClient) -> int:
+    metrics = Metrics()
+    who = identity()
+    service = build_service(settings, kube, metrics, who)
+    await preflight(kube, settings)
+    if settings.metrics_port:
+        metrics.serve(settings.metrics_port)
+        log.info("Serving Prometheus metrics on :%d/metrics", settings.metrics_port)
+    await service.start()
+    gate = PeeringGate(
+        None if settings.standalone else kube,
+        name=settings.peering_name,
+        identity=who,
+        priority=settings.peering_priority,
+        namespaces=settings.namespaces,
+    )
+    loops = [
+        asyncio.create_task(
+            every(settings.sweep_seconds, service.sweep, "expiry/retention sweep", gate.active)
+        )
+    ]
+    if settings.resync_seconds:
+        loops.append(
+            asyncio.create_task(every(settings.resync_seconds, service.resync, "pod re-check", gate.active))
+        )
+    log.info(
+        "Starting: policy %s (%s), namespaces %s, %s",
+        settings.policy.name,
+        settings.policy_path or "built-in",
+        ",".join(settings.namespaces) or "all",
+        "standalone" if settings.standalone else f"peering {settings.peering_name} as {who}",
+    )
+    memo = kopf.Memo()
+    memo[SERVICE] = service
+    try:
+        await kopf.operator(
+            registry=build_registry(),
+            settings=kopf_settings(settings),
+            memo=memo,
+            identity=cast(Any, who),  # kopf types it as NewType("Identity", str)
+            standalone=settings.standalone,
+            peering_name=None if settings.standalone else settings.peering_name,
+            priority=settings.peering_priority,
+            liveness_endpoint=f"http://0.0.0.0:{settings.health_port}/healthz"
+            if settings.health_port
+            else None,
+            clusterwide=not settings.namespaces,
+            namespaces=list(settings.namespaces),
+        )
+    finally:
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        reasoner = service.pipeline.reasoner
+        if isinstance(reasoner, OpenAIReasoner):
+            await reasoner.aclose()
+    return 0
+
+
+def run_operator(settings: Settings) -> int:
+    """Run until SIGINT/SIGTERM. 0 on a clean stop; 2 when it cannot start for a reason a user can fix."""
+    configure_logging(settings)
+    try:
+        kube = KubeClient.connect(settings.kubeconfig)
+    except Exception as exc:  # the kubernetes config loader raises several unrelated types
+        print(f"sre-agent: cannot load Kubernetes credentials: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(operate(settings, kube))
+    except StartupError as exc:
+        print(f"sre-agent: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        kube.close()

@@ -1,0 +1,85 @@
+"""Is this replica the active one? The same answer kopf's peering gives, for our own periodic work.
+
+kopf pauses its watches and handlers when another live operator with the same peering name has
+a higher (or the same) priority. The sweep and resync loops are not kopf handlers, so they ask
+this gate before each round: it reads the (Cluster)KopfPeering object kopf maintains and applies
+kopf's rule. In standalone mode there is no peering and the gate is always open.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from sre_agent.adapters.kube.client import KubeClient, KubeError
+from sre_agent.core.symptoms import parse_time
+from sre_agent.domain import JSON
+
+log = logging.getLogger("sre_agent.peering")
+
+PEERING_API = "kopf.dev/v1"
+
+
+def others_outrank(peering: JSON, identity: str, priority: int, now: datetime) -> list[str]:
+    """Live peers other than `identity` with a priority >= ours (kopf pauses for them)."""
+    out = []
+    for peer_id, info in (peering.get("status") or {}).items():
+        if peer_id == identity or not isinstance(info, dict):
+            continue
+        seen = parse_time(info.get("lastSeen"))
+        if seen is not None and seen.tzinfo is None:
+            seen = seen.replace(tzinfo=UTC)
+        lifetime = info.get("lifetime", 60)
+        if seen is None or not isinstance(lifetime, int | float):
+            continue
+        if now > seen + timedelta(seconds=float(lifetime)):
+            continue  # dead peer
+        if int(info.get("priority", 0) or 0) >= priority:
+            out.append(str(peer_id))
+    return out
+
+
+class PeeringGate:
+    def __init__(
+        self,
+        kube: KubeClient | None,
+        *,
+        name: str,
+        identity: str,
+        priority: int,
+        namespaces: Sequence[str] = (),
+    ) -> None:
+        self.kube = kube  # None: standalone
+        self.name = name
+        self.identity = identity
+        self.priority = priority
+        self.namespaces = tuple(namespaces)
+        self._paused_for: tuple[str, ...] = ()
+
+    async def active(self) -> bool:
+        if self.kube is None:
+            return True
+        objects: list[JSON | None] = []
+        try:
+            if self.namespaces:
+                for ns in self.namespaces:
+                    objects.append(await self.kube.get(PEERING_API, "kopfpeerings", ns, self.name))
+            else:
+                objects.append(await self.kube.get(PEERING_API, "clusterkopfpeerings", None, self.name))
+        except KubeError as exc:
+            log.warning("Cannot read peering %s (%s): skipping this round", self.name, exc)
+            return False
+        now = datetime.now(UTC)
+        blockers = tuple(
+            sorted(
+                {p for obj in objects if obj for p in others_outrank(obj, self.identity, self.priority, now)}
+            )
+        )
+        if blockers != self._paused_for:
+            if blockers:
+                log.info("Periodic work paused in favour of peers %s", ", ".join(blockers))
+            else:
+                log.info("Periodic work resumed: no other active peer")
+            self._paused_for = blockers
+        return not blockers
