@@ -100,6 +100,15 @@ def _application(evidence: Evidence, base: float) -> _Finding:
     )
 
 
+_PROBE_STATUS = re.compile(r"^HTTP (\d{3})\b")
+
+
+def _probe_answers_unavailable(evidence: Evidence) -> bool:
+    """Every HTTP probe answer was a 5xx: the app is up and itself reports that it cannot serve."""
+    codes = [m.group(1) for m in map(_PROBE_STATUS.match, evidence.details("probe_http_error")) if m]
+    return bool(codes) and all(code.startswith("5") for code in codes)
+
+
 def _probe(evidence: Evidence) -> _Finding:
     loaded = evidence.has("cpu_saturated", "overload")
     misconfigured = evidence.has(
@@ -107,6 +116,13 @@ def _probe(evidence: Evidence) -> _Finding:
     )
     if loaded and (evidence.has("probe_timeout") or not misconfigured):
         return _Finding(Category.OVERLOAD, 0.75, _first(evidence, "cpu_saturated", "overload"))
+    if (
+        _probe_answers_unavailable(evidence)
+        and evidence.has("connection_error")
+        and not evidence.has("probe_port_mismatch", "probe_too_early")
+    ):
+        # A health endpoint that answers 503 while the logs show a dependency refusing: the probe is right.
+        return _Finding(Category.DEPENDENCY_UNAVAILABLE, 0.7, _first(evidence, "connection_error"))
     if misconfigured:
         return _Finding(
             Category.PROBE_MISCONFIGURED,

@@ -135,6 +135,18 @@ def test_probe_failure_misconfigured_vs_overload() -> None:
     assert (symptom, category, action) == (Symptom.PROBE_FAILURE, Category.OVERLOAD, "scale_deployment")
 
 
+def test_probe_answering_503_while_a_dependency_refuses_is_the_dependency() -> None:
+    """A health endpoint that answers 503 reports a real outage; a 404 or 400 means the probe itself is wrong."""
+    p = pod(statuses=[running(ready=False)], conditions=NOT_READY)
+    logs = {"app": {"current": "[ioredis] Unhandled error event: Error: connect ECONNREFUSED 10.100.31.9:6379"}}
+    unavailable = event("Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 503")
+    not_found = event("Unhealthy", "Readiness probe failed: HTTP probe failed with statuscode: 404")
+    assert diagnose(pod=p, events=(unavailable,), logs=logs)[:2] == (Symptom.PROBE_FAILURE, Category.DEPENDENCY_UNAVAILABLE)
+    assert diagnose(pod=p, events=(not_found,), logs=logs)[:2] == (Symptom.PROBE_FAILURE, Category.PROBE_MISCONFIGURED)
+    # Without any dependency trouble in the logs, a 503 alone is still read as the probe's problem.
+    assert diagnose(pod=p, events=(unavailable,))[:2] == (Symptom.PROBE_FAILURE, Category.PROBE_MISCONFIGURED)
+
+
 def test_evicted_and_node_not_ready_are_node_failures() -> None:
     evicted = pod(phase="Failed", statuses=[], reason="Evicted",
                   message="The node was low on resource: ephemeral-storage. Threshold quantity: 10Gi, available: 9Mi.")  # fmt: skip
