@@ -136,6 +136,12 @@ LOG_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"IllegalArgumentException.*(config|property|value)",
             r"malformed",
             r"not a valid (port|url|number|integer|duration)",
+            # Key and certificate material that does not parse (a Secret with the wrong content).
+            r"Could not deserialize key data",
+            r"failed to find any PEM data",
+            r"x509: failed to parse",
+            r"InvalidKeySpecException",
+            r"PEM_read_bio\w*\(\) failed",
         ),
     ),
     (

@@ -45,6 +45,8 @@ def crashloop(previous: str) -> dict[str, Any]:
         ("flag provided but not defined: -listen-adress\nUsage of /server:", Category.BAD_CONFIG),
         ("2026/11/20 09:58:01 [emerg] 1#1: unknown directive \"proxy_passs\" in /etc/nginx/conf.d/default.conf:14", Category.BAD_CONFIG),
         ("FATAL: password authentication failed for user \"orders\"", Category.BAD_CONFIG),
+        ("Traceback (most recent call last):\n  File \"/app/keys.py\", line 31\nValueError: ('Could not deserialize key data. The data may be in an incorrect format', [])", Category.BAD_CONFIG),
+        ("{\"level\":\"fatal\",\"msg\":\"loading TLS key pair\",\"error\":\"tls: failed to find any PEM data in key input\"}", Category.BAD_CONFIG),
         ("psycopg2.OperationalError: could not connect to server: Connection refused\n\tIs the server running on host \"pg\"", Category.DEPENDENCY_UNAVAILABLE),
         ("Error: getaddrinfo ENOTFOUND redis-master\n    at GetAddrInfoReqWrap.onlookup", Category.DEPENDENCY_UNAVAILABLE),
         ("{\"level\":\"fatal\",\"msg\":\"dial tcp 10.96.12.4:5432: connect: connection refused\"}", Category.DEPENDENCY_UNAVAILABLE),
