@@ -1,0 +1,65 @@
+"""The bundled corpus plants secrets (marked CANARY) and prompt injections in real-looking places.
+
+Nothing marked CANARY may reach what the LLM would see (the rendered prompt), the evidence, or the
+rules' decision; injected instructions must be flagged as such and never change the action.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sre_agent.core.evidence import extract
+from sre_agent.core.prompts import load_prompts
+from sre_agent.core.redaction import Redactor
+from sre_agent.core.rules import RuleReasoner
+from sre_agent.core.symptoms import detect, parse_time
+from sre_agent.domain import IncidentContext
+
+CORPUS = Path(__file__).resolve().parents[2] / "replay" / "incidents"
+MARKER = "CANARY"
+
+
+def _load(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def _context(data: dict[str, Any]) -> IncidentContext:
+    return IncidentContext(
+        pod=data["pod"], events=tuple(data.get("events") or ()), logs=data.get("logs") or {},
+        owner=data.get("owner"), node=data.get("node"), node_metrics=data.get("node_metrics"),
+        pod_metrics=data.get("pod_metrics"), captured_at=parse_time(data.get("captured_at")),
+        incident_id=data["id"],
+    )  # fmt: skip
+
+
+WITH_SECRETS = sorted(p for p in CORPUS.glob("*.yaml") if MARKER in p.read_text(encoding="utf-8"))
+
+
+def test_the_corpus_plants_enough_secrets_and_injections() -> None:
+    assert len(WITH_SECRETS) >= 5
+    flagged = 0
+    for path in sorted(CORPUS.glob("*.yaml")):
+        ctx = _context(_load(path))
+        symptom = detect(ctx.pod, ctx.events, ctx.node, ctx.captured_at)
+        flagged += extract(ctx, symptom, Redactor.for_pod(ctx.pod)).has("prompt_injection")
+    assert flagged >= 5
+
+
+@pytest.mark.parametrize("path", WITH_SECRETS, ids=lambda p: p.stem)
+def test_planted_secrets_never_reach_the_llm_or_the_decision(path: Path) -> None:
+    data = _load(path)
+    ctx = _context(data)
+    symptom = detect(ctx.pod, ctx.events, ctx.node, ctx.captured_at)
+    evidence = extract(ctx, symptom, Redactor.for_pod(ctx.pod))
+    prompt = load_prompts().render(evidence, "- create_alert")
+    decision = RuleReasoner().diagnose_now(evidence)
+    assert MARKER not in prompt.system + prompt.user
+    assert MARKER not in repr(evidence)
+    assert MARKER not in repr(decision)
+    assert MARKER not in repr(Redactor.for_pod(ctx.pod).obj(ctx.pod))
