@@ -1,0 +1,360 @@
+"""End to end: the real operator process, the real API server, the real openai client.
+
+`sre-agent run` runs as a subprocess logged in as the deploy/rbac.yaml ServiceAccount; the LLM
+is tests/fake_llm.py; kubelet and scheduler are played by kubesim's Autopilot (pods of
+Deployments are bound, run, and their graceful deletions completed) and by explicit kubesim
+calls that drive pods into crash loops and nodes into NotReady. Every assertion reads the
+cluster (AgentDecisions, pods, nodes, deployments) or the operator's /metrics.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.cluster import kubesim
+from tests.cluster.conftest import REPO, Cluster
+from tests.cluster.operator_harness import (
+    OperatorProcess,
+    agent_kubeconfig,
+    create_deployment,
+    decision,
+    decisions,
+    metric_value,
+    phase_of,
+    running_pods,
+)
+from tests.fake_llm import FakeLLM, answer_for, garbage, reply
+
+pytestmark = pytest.mark.cluster
+
+WAIT = 90  # generous: two cores, other suites running in parallel
+
+
+@pytest.fixture(scope="module")
+def sa_kubeconfig(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return agent_kubeconfig(cluster, tmp_path_factory.mktemp("agent") / "kubeconfig")
+
+
+@pytest.fixture
+def operator_factory(
+    sa_kubeconfig: Path, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Any]:
+    """Start `sre-agent run -n <namespace> --standalone` with extra env; stopped (and its log
+    printed, shown by pytest on failure) after the test."""
+    started: list[OperatorProcess] = []
+
+    def start(env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> OperatorProcess:
+        proc = OperatorProcess(
+            sa_kubeconfig,
+            tmp_path / f"operator-{len(started)}.log",
+            args=("--standalone", "-n", namespace, *args),
+            env=env,
+        )
+        started.append(proc)
+        return proc.__enter__()
+
+    yield start
+    for proc in started:
+        proc.stop()
+        print(f"----- operator log ({proc.log_path}) -----\n{proc.log()[-20000:]}")
+
+
+def llm_env(fake: FakeLLM) -> dict[str, str]:
+    return {"SRE_AGENT_LLM_BASE_URL": fake.base_url, "SRE_AGENT_LLM_MODEL": "fake-model"}
+
+
+def one_decision(api: client.ApiClient, namespace: str, want_phase: str | None = None) -> dict[str, Any]:
+    def found() -> dict[str, Any] | None:
+        items = decisions(api, namespace)
+        if len(items) == 1 and (want_phase is None or phase_of(items[0]) == want_phase):
+            return items[0]
+        return None
+
+    try:
+        result: dict[str, Any] = kubesim.wait_for(
+            found, timeout=WAIT, what=f"one AgentDecision in {namespace}"
+        )
+    except TimeoutError:
+        raise AssertionError(
+            f"decisions in {namespace}: {[(d['metadata']['name'], phase_of(d)) for d in decisions(api, namespace)]}"
+        ) from None
+    return result
+
+
+def wait_phase(api: client.ApiClient, namespace: str, name: str, phase: str) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        obj = decision(api, namespace, name)
+        return obj if phase_of(obj) == phase else None
+
+    try:
+        result: dict[str, Any] = kubesim.wait_for(reached, timeout=WAIT, what=f"{name} to be {phase}")
+    except TimeoutError:
+        obj = decision(api, namespace, name)
+        raise AssertionError(f"{name} is {phase_of(obj)}: {obj.get('status')}") from None
+    return result
+
+
+def approve(cluster: Cluster, namespace: str, name: str, value: bool = True) -> None:
+    patch = '{"spec":{"approved":%s}}' % ("true" if value else "false")
+    cluster.run_kubectl("patch", "agentdecision", name, "-n", namespace, "--type=merge", "-p", patch)
+
+
+def crash_deployment(
+    cluster: Cluster, namespace: str, node: str, name: str, replicas: int
+) -> list[dict[str, Any]]:
+    """A Deployment whose pods all run, then all crash-loop; returns the crashing pods."""
+    api = cluster.api_client
+    create_deployment(api, namespace, name, replicas)
+    pods = running_pods(api, namespace, name, replicas)
+    return [kubesim.crash_loop(api, namespace, p["metadata"]["name"], restarts=4) for p in pods]
+
+
+# ---------------------------------------------------------------- 1. one crash loop, one decision
+
+
+def test_crash_loop_gets_one_pending_decision_from_the_llm(
+    cluster: Cluster, namespace: str, node: str, fake_llm: FakeLLM, operator_factory: Any
+) -> None:
+    api = cluster.api_client
+    fake_llm.script(reply(answer_for("app_error", "restart_pod", {}, 0.8)))
+    with kubesim.Autopilot(api, namespace, [node]):
+        operator_factory(llm_env(fake_llm))
+        (pod,) = crash_deployment(cluster, namespace, node, "web", 1)
+        obj = one_decision(api, namespace, "PendingApproval")
+    spec = obj["spec"]
+    assert spec["symptom"] == "CrashLoopBackOff"
+    assert spec["source"] == "llm"
+    assert spec["category"] == "app_error"
+    assert spec["action"] == "restart_pod"
+    assert spec["target"] == {
+        "kind": "Pod",
+        "namespace": namespace,
+        "name": pod["metadata"]["name"],
+        "uid": pod["metadata"]["uid"],
+    }
+    assert spec["owner"]["kind"] == "Deployment" and spec["owner"]["name"] == "web"
+    assert spec["policy"]["outcome"] == "needs_approval"
+    assert spec["incident"]["pod"]["metadata"]["name"] == pod["metadata"]["name"]
+    assert obj["status"]["conditions"][0]["status"] == "Unknown"
+    assert len(fake_llm.requests) == 1
+    # Nothing was executed: the pod is still there.
+    assert (
+        kubesim.get_pod(api, namespace, pod["metadata"]["name"])["metadata"]["uid"] == pod["metadata"]["uid"]
+    )
+
+
+# ---------------------------------------------------------------- 2. twenty replicas, one decision
+
+
+def test_twenty_crashing_replicas_make_one_decision_and_one_llm_call(
+    cluster: Cluster, namespace: str, node: str, fake_llm: FakeLLM, operator_factory: Any
+) -> None:
+    api = cluster.api_client
+    fake_llm.script(reply(answer_for("app_error", "restart_pod", {}, 0.8)))
+    with kubesim.Autopilot(api, namespace, [node]):
+        op = operator_factory(llm_env(fake_llm))
+        crash_deployment(cluster, namespace, node, "fleet", 20)
+        one_decision(api, namespace, "PendingApproval")
+        kubesim.wait_for(
+            lambda: metric_value(op.metrics(), "sre_agent_incidents_total", symptom="CrashLoopBackOff") >= 20,
+            timeout=WAIT,
+            what="all 20 pods to be admitted",
+        )
+    metrics = op.metrics()
+    assert len(decisions(api, namespace)) == 1
+    assert len(fake_llm.requests) == 1
+    assert metric_value(metrics, "sre_agent_incidents_grouped_total", symptom="CrashLoopBackOff") == 19
+    assert (
+        metric_value(
+            metrics, "sre_agent_decisions_total", source="llm", action="restart_pod", phase="PendingApproval"
+        )
+        == 1
+    )
+    assert metric_value(metrics, "sre_agent_llm_tokens_total") == 150
+
+
+# ---------------------------------------------------------------- 3. approvals execute, exactly once
+
+
+def test_approved_restart_runs_exactly_once(
+    cluster: Cluster, namespace: str, node: str, fake_llm: FakeLLM, operator_factory: Any
+) -> None:
+    api = cluster.api_client
+    fake_llm.script(reply(answer_for("app_error", "restart_pod", {}, 0.8)))
+    with kubesim.Autopilot(api, namespace, [node]):
+        operator_factory(llm_env(fake_llm))
+        (pod,) = crash_deployment(cluster, namespace, node, "web", 1)
+        old_uid = pod["metadata"]["uid"]
+        name = one_decision(api, namespace, "PendingApproval")["metadata"]["name"]
+
+        approve(cluster, namespace, name)
+        done = wait_phase(api, namespace, name, "Executed")
+        status = done["status"]
+        assert status["executedBy"].startswith("sre-agent@")
+        assert status["attempts"] == 1
+        assert status["approvedAt"] and status["executedAt"] and status["finishedAt"]
+        assert status["conditions"][0]["status"] == "True"
+
+        def replaced() -> list[dict[str, Any]] | None:
+            pods = [
+                p
+                for p in kubesim.list_pods(api, namespace, "app=web")
+                if not p["metadata"].get("deletionTimestamp")
+            ]
+            uids = {p["metadata"]["uid"] for p in pods}
+            return pods if old_uid not in uids and len(pods) == 1 else None
+
+        (new_pod,) = kubesim.wait_for(replaced, timeout=WAIT, what="the ReplicaSet to replace the pod")
+        new_uid = new_pod["metadata"]["uid"]
+
+        # Approving again (a real change to the object, so the operator gets an event) runs nothing.
+        cluster.run_kubectl(
+            "patch", "agentdecision", name, "-n", namespace, "--type=merge",
+            "-p", '{"metadata":{"labels":{"poke":"1"}},"spec":{"approved":true}}',
+        )  # fmt: skip
+        time.sleep(3)  # grace for a (wrong) second execution to show up
+        again = decision(api, namespace, name)
+        assert phase_of(again) == "Executed"
+        assert again["status"]["attempts"] == 1
+        live = [
+            p
+            for p in kubesim.list_pods(api, namespace, "app=web")
+            if not p["metadata"].get("deletionTimestamp")
+        ]
+        assert [p["metadata"]["uid"] for p in live] == [new_uid]
+
+
+def test_approved_scale_changes_replicas_within_bounds(
+    cluster: Cluster, namespace: str, node: str, fake_llm: FakeLLM, operator_factory: Any
+) -> None:
+    api = cluster.api_client
+    fake_llm.script(reply(answer_for("overload", "scale_deployment", {"replicas": 4}, 0.8)))
+    with kubesim.Autopilot(api, namespace, [node]):
+        operator_factory(llm_env(fake_llm))
+        crash_deployment(cluster, namespace, node, "api", 2)
+        obj = one_decision(api, namespace, "PendingApproval")
+        assert obj["spec"]["action"] == "scale_deployment"
+        assert obj["spec"]["parameters"]["replicas"] == 4
+        approve(cluster, namespace, obj["metadata"]["name"])
+        wait_phase(api, namespace, obj["metadata"]["name"], "Executed")
+    dep = client.AppsV1Api(api).read_namespaced_deployment("api", namespace)
+    assert dep.spec.replicas == 4
+
+
+def test_approved_cordon_marks_the_not_ready_node_unschedulable(
+    cluster: Cluster, namespace: str, node: str, fake_llm: FakeLLM, operator_factory: Any
+) -> None:
+    api = cluster.api_client
+    fake_llm.script(reply(answer_for("node_failure", "cordon_node", {}, 0.9)))
+    with kubesim.Autopilot(api, namespace, [node]):
+        create_deployment(api, namespace, "db", 2)
+        running_pods(api, namespace, "db", 2)
+    operator_factory(llm_env(fake_llm))
+    kubesim.make_node_not_ready(api, node)
+    obj = one_decision(api, namespace, "PendingApproval")
+    assert obj["spec"]["symptom"] == "NodeNotReady"
+    assert obj["spec"]["action"] == "cordon_node"
+    assert obj["spec"]["node"] == node
+    assert obj["spec"]["policy"]["reason"] == "cordon_node always needs approval in default"
+    assert not kubesim.get_node(api, node)["spec"].get("unschedulable")
+    approve(cluster, namespace, obj["metadata"]["name"])
+    wait_phase(api, namespace, obj["metadata"]["name"], "Executed")
+    assert kubesim.get_node(api, node)["spec"]["unschedulable"] is True
+    assert len(decisions(api, namespace)) == 1  # two pods on the node: one incident
+
+
+# ---------------------------------------------------------------- 4. rejection
+
+
+def test_rejected_decision_changes_nothing(
+    cluster: Cluster, namespace: str, node: str, fake_llm: FakeLLM, operator_factory: Any
+) -> None:
+    api = cluster.api_client
+    fake_llm.script(reply(answer_for("app_error", "restart_pod", {}, 0.8)))
+    with kubesim.Autopilot(api, namespace, [node]):
+        operator_factory(llm_env(fake_llm))
+        (pod,) = crash_deployment(cluster, namespace, node, "web", 1)
+        name = one_decision(api, namespace, "PendingApproval")["metadata"]["name"]
+        approve(cluster, namespace, name, False)
+        obj = wait_phase(api, namespace, name, "Rejected")
+    assert "attempts" not in obj["status"] or obj["status"]["attempts"] == 0
+    assert "executedAt" not in obj["status"]
+    live = kubesim.get_pod(api, namespace, pod["metadata"]["name"])
+    assert live["metadata"]["uid"] == pod["metadata"]["uid"]
+    assert not live["metadata"].get("deletionTimestamp")
+
+
+# ---------------------------------------------------------------- auto-execution (autopilot policy)
+
+
+def test_autopilot_policy_executes_a_confident_restart_without_approval(
+    cluster: Cluster, namespace: str, node: str, fake_llm: FakeLLM, operator_factory: Any
+) -> None:
+    api = cluster.api_client
+    fake_llm.script(reply(answer_for("app_error", "restart_pod", {}, 0.95)))
+    with kubesim.Autopilot(api, namespace, [node]):
+        operator_factory(llm_env(fake_llm), args=("--policy", str(REPO / "policies" / "autopilot.yaml")))
+        (pod,) = crash_deployment(cluster, namespace, node, "web", 1)
+        obj = one_decision(api, namespace, "Executed")
+        assert obj["spec"]["policy"]["outcome"] == "allowed"
+        assert "approved" not in obj["spec"]
+        assert obj["status"]["attempts"] == 1
+        kubesim.wait_for(
+            lambda: all(
+                p["metadata"]["uid"] != pod["metadata"]["uid"]
+                for p in kubesim.list_pods(api, namespace, "app=web")
+            ),
+            timeout=WAIT,
+            what="the crashing pod to be deleted",
+        )
+
+
+# ---------------------------------------------------------------- 5. LLM down or talking garbage
+
+
+@pytest.mark.parametrize("failure", ["down", "garbage"])
+def test_llm_failure_falls_back_to_rules_with_a_note(
+    cluster: Cluster, namespace: str, node: str, fake_llm: FakeLLM, operator_factory: Any, failure: str
+) -> None:
+    api = cluster.api_client
+    env = llm_env(fake_llm)
+    if failure == "down":
+        fake_llm.stop()
+    else:
+        fake_llm.script(garbage(b"<html>502 Bad Gateway</html>"))
+    with kubesim.Autopilot(api, namespace, [node]):
+        operator_factory(env)
+        crash_deployment(cluster, namespace, node, "web", 1)
+        obj = one_decision(api, namespace)
+    spec = obj["spec"]
+    assert spec["source"] == "rules"
+    assert spec["symptom"] == "CrashLoopBackOff"
+    assert any(note.startswith("LLM unavailable, rules decided:") for note in spec["notes"]), spec["notes"]
+
+
+# ---------------------------------------------------------------- 6. bad configuration
+
+
+def test_run_refuses_a_bad_policy_with_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad = tmp_path / "policy.yaml"
+    bad.write_text("kind: Policy\nname: broken\nautoApproveAboveConfidence: 7\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "sre_agent.cli", "run", "--standalone", "--policy", str(bad)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"sre-agent: {bad}: invalid policy at autoApproveAboveConfidence")
