@@ -252,3 +252,42 @@ async def test_get_missing_and_delete_are_quiet(kube: KubeClient, namespace: str
     assert obj["status"]["conditions"][0]["status"] == "False"
     await store.delete(namespace, rec.name)
     assert await store.get(namespace, rec.name) is None
+
+
+class RacingKube(KubeClient):
+    """A real client that lets another writer move the decision right after each read of it:
+    the interleaving that only the resourceVersion guard can catch."""
+
+    def __init__(self, inner: KubeClient, other: KubeClient) -> None:
+        super().__init__(inner._api)
+        self.other = other
+        self.raced = 0
+
+    async def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> Any:
+        obj = await super().get(api_version, plural, namespace, name)
+        if plural == PLURAL and obj is not None and not self.raced:
+            self.raced += 1
+            await self.other.patch(
+                API_VERSION, PLURAL, namespace, name, {"status": {"phase": "Executing"}}, subresource="status"
+            )
+        return obj
+
+
+async def test_a_write_between_read_and_write_makes_the_transition_lose(
+    cluster: Cluster, kube: KubeClient, namespace: str
+) -> None:
+    clock = Clock()
+    rec, _ = await DecisionStore(kube, clock).record(
+        decision_in(namespace, clock), phase=Phase.APPROVED, message="m", expires_at=clock.now()
+    )
+    other = KubeClient.from_kubeconfig(str(cluster.kubeconfig))
+    try:
+        racing = DecisionStore(RacingKube(kube, other), clock)
+        # The re-read still says Approved, but the other writer moved it before our write: 409.
+        assert await racing.transition(rec, Phase.EXECUTING, "mine", expect={Phase.APPROVED}) is None
+    finally:
+        other.close()
+    obj = await kube.get(API_VERSION, PLURAL, namespace, rec.name)
+    assert obj is not None
+    assert obj["status"]["phase"] == "Executing" and "executedBy" not in obj["status"]
+    assert obj["status"]["attempts"] == 0  # our write (attempts 1) never landed
