@@ -73,10 +73,12 @@ async def reasoners(fake_llm: FakeLLM) -> AsyncIterator[Make]:
         await reasoner.aclose()
 
 
-def pipeline(reasoner: Any, policy: Policy = AUTO, cache: DiagnosisCache | None = None) -> Pipeline:
+def pipeline(
+    reasoner: Any, policy: Policy = AUTO, cache: DiagnosisCache | None = None, at: datetime = NOW
+) -> Pipeline:
     return Pipeline(
         policy=policy,
-        clock=FixedClock(NOW),
+        clock=FixedClock(at),
         reasoner=reasoner,
         reasoner_id=getattr(reasoner, "reasoner_id", "stub"),
         cache=cache,
@@ -373,9 +375,9 @@ async def test_no_secret_from_the_corpus_reaches_the_model(
     assert path is not None
     ctx = load_incident(path).context
     fake_llm.default = reply(answer_for("unknown", "none", {}))
-    decision = await pipeline(reasoners()).decide(ctx)
-    if decision is None:
-        pytest.skip(f"{path.name}: pod is healthy, nothing is sent")
+    # Judge each incident at its own capture time, as replay does.
+    decision = await pipeline(reasoners(), at=ctx.captured_at or NOW).decide(ctx)
+    assert decision is not None, f"{path.name}: every corpus incident is unhealthy"
     assert len(fake_llm.requests) == 1
     assert "CANARY" not in json.dumps(fake_llm.requests)
 
