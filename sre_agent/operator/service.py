@@ -310,6 +310,7 @@ class AgentService:
             log.warning("AgentDecision %s: cannot re-check the target yet: %s", rec.key, exc)
             return  # the next event or sweep retries
         if stale:
+            log.info("AgentDecision %s approved but not executed: %s", rec.key, stale)
             await self._move(rec, Phase.EXPIRED, f"not executed: {stale}")
             return
         approved = await self.store.transition(

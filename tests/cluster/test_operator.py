@@ -12,12 +12,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from tests.cluster import kubesim
 from tests.cluster.conftest import REPO, Cluster
@@ -27,6 +29,7 @@ from tests.cluster.operator_harness import (
     create_deployment,
     decision,
     decisions,
+    free_port,
     metric_value,
     phase_of,
     running_pods,
@@ -52,10 +55,11 @@ def operator_factory(
     started: list[OperatorProcess] = []
 
     def start(env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> OperatorProcess:
+        peered = "SRE_AGENT_PEERING" in (env or {})
         proc = OperatorProcess(
             sa_kubeconfig,
             tmp_path / f"operator-{len(started)}.log",
-            args=("--standalone", "-n", namespace, *args),
+            args=(*(() if peered else ("--standalone",)), "-n", namespace, *args),
             env=env,
         )
         started.append(proc)
@@ -110,11 +114,33 @@ def approve(cluster: Cluster, namespace: str, name: str, value: bool = True) -> 
 def crash_deployment(
     cluster: Cluster, namespace: str, node: str, name: str, replicas: int
 ) -> list[dict[str, Any]]:
-    """A Deployment whose pods all run, then all crash-loop; returns the crashing pods."""
+    """A Deployment whose pods all run, then all crash-loop; returns the crashing pods.
+
+    The Autopilot may still be handling an older event of a pod and mark it Running again
+    right after the crash; so each crash is repeated until it sticks.
+    """
     api = cluster.api_client
     create_deployment(api, namespace, name, replicas)
     pods = running_pods(api, namespace, name, replicas)
-    return [kubesim.crash_loop(api, namespace, p["metadata"]["name"], restarts=4) for p in pods]
+    out = []
+    for p in pods:
+        pod_name = p["metadata"]["name"]
+        for _ in range(10):
+            crashed = kubesim.crash_loop(api, namespace, pod_name, restarts=4)
+            time.sleep(0.3)
+            try:
+                live = kubesim.get_pod(api, namespace, pod_name)
+            except ApiException as exc:
+                if exc.status == 404:
+                    break  # already acted on (auto-approved restart)
+                raise
+            state = live["status"]["containerStatuses"][0]["state"]
+            if live["metadata"].get("deletionTimestamp") or (state.get("waiting") or {}).get("reason") == (
+                "CrashLoopBackOff"
+            ):
+                break
+        out.append(crashed)
+    return out
 
 
 # ---------------------------------------------------------------- 1. one crash loop, one decision
@@ -159,8 +185,11 @@ def test_twenty_crashing_replicas_make_one_decision_and_one_llm_call(
 ) -> None:
     api = cluster.api_client
     fake_llm.script(reply(answer_for("app_error", "restart_pod", {}, 0.8)))
+    health_port = free_port()
     with kubesim.Autopilot(api, namespace, [node]):
-        op = operator_factory(llm_env(fake_llm))
+        op = operator_factory({**llm_env(fake_llm), "SRE_AGENT_HEALTH_PORT": str(health_port)})
+        with urllib.request.urlopen(f"http://127.0.0.1:{health_port}/healthz", timeout=10) as resp:
+            assert resp.status == 200
         crash_deployment(cluster, namespace, node, "fleet", 20)
         one_decision(api, namespace, "PendingApproval")
         kubesim.wait_for(
@@ -358,3 +387,33 @@ def test_run_refuses_a_bad_policy_with_one_line_and_exit_2(tmp_path: Path) -> No
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"sre-agent: {bad}: invalid policy at autoApproveAboveConfidence")
+
+
+# ---------------------------------------------------------------- peering: two replicas, one acts
+
+
+def test_two_peered_replicas_decide_and_execute_once(
+    cluster: Cluster, namespace: str, node: str, fake_llm: FakeLLM, operator_factory: Any
+) -> None:
+    api = cluster.api_client
+    fake_llm.script(reply(answer_for("app_error", "restart_pod", {}, 0.8)))
+    peering = f"sre-agent-{namespace[-6:]}"
+    common = {**llm_env(fake_llm), "SRE_AGENT_PEERING": peering}
+    # Not standalone: the operator factory's --standalone is replaced by peering here.
+    high = operator_factory({**common, "SRE_AGENT_PEERING_PRIORITY": "10", "SRE_AGENT_HEALTH_PORT": "0"})
+    low = operator_factory({**common, "SRE_AGENT_PEERING_PRIORITY": "5"})
+    peers = client.CustomObjectsApi(api)
+
+    def both_registered() -> bool:
+        obj = peers.get_namespaced_custom_object("kopf.dev", "v1", namespace, "kopfpeerings", peering)
+        return len(obj.get("status") or {}) == 2 and "Resuming operations" in high.log()
+
+    kubesim.wait_for(both_registered, timeout=WAIT, what="both replicas in the peering, the high one active")
+    with kubesim.Autopilot(api, namespace, [node]):
+        crash_deployment(cluster, namespace, node, "web", 1)
+        name = one_decision(api, namespace, "PendingApproval")["metadata"]["name"]
+        approve(cluster, namespace, name)
+        done = wait_phase(api, namespace, name, "Executed")
+    assert done["status"]["attempts"] == 1
+    assert len(fake_llm.requests) == 1
+    assert "Decided" in high.log() and "Decided" not in low.log()
