@@ -109,6 +109,8 @@ class AgentService:
         self._bad_nodes: dict[str, JSON] = {}  # name -> node body, for nodes NotReady now
         self._node_problems: dict[str, tuple[str, ...]] = {}
         self._warned: set[str] = set()  # malformed decisions already reported
+        self._in_flight: set[str] = set()  # decisions this process is executing right now
+        self._executing_seen: set[str] = set()  # Executing (and not ours) at the previous sweep
 
     # ------------------------------------------------------------------ start-up
     async def start(self) -> None:
@@ -360,8 +362,14 @@ class AgentService:
             return None  # another event, or another replica, got there first
         self.metrics.transitions.labels(Phase.EXECUTING.value).inc()
         action = rec.action.name
+        summary = {
+            "symptom": rec.symptom.value,
+            "category": rec.category.value,
+            "decision": rec.name,
+        }
+        self._in_flight.add(rec.key)
         try:
-            result = await self.executor.execute(running.request(), approved=approved)
+            result = await self.executor.execute(running.request(), approved=approved, summary=summary)
         except ActionRefused as exc:
             self.metrics.block(str(exc))
             log.warning("AgentDecision %s: %s refused: %s", rec.key, action, exc)
@@ -370,6 +378,8 @@ class AgentService:
             self.metrics.action_failures.labels(action).inc()
             log.warning("AgentDecision %s: %s failed: %s", rec.key, action, exc)
             return await self._move(running, Phase.FAILED, f"{action} failed: {exc}", expect=Phase.EXECUTING)
+        finally:
+            self._in_flight.discard(rec.key)
         self.metrics.executed.labels(action).inc()
         done = await self.store.transition(
             running,
@@ -398,10 +408,23 @@ class AgentService:
         retention = (
             timedelta(seconds=self.tuning.retention_seconds) if self.tuning.retention_seconds else None
         )
+        executing_now: set[str] = set()
         for obj in await self._decision_objects():
             try:
                 rec = RecordedDecision.from_object(obj)
             except DecisionFormatError:
+                continue
+            if rec.phase == Phase.EXECUTING and rec.key not in self._in_flight:
+                # Left Executing by an operator that stopped mid-action. Whether the action took
+                # effect is unknown, so it is never retried blindly: it fails, for a human to look at.
+                executing_now.add(rec.key)
+                if rec.key in self._executing_seen and await self._move(
+                    rec,
+                    Phase.FAILED,
+                    "interrupted: the operator stopped while executing; not retried, check the target",
+                    expect=Phase.EXECUTING,
+                ):
+                    log.warning("AgentDecision %s was left Executing; marked Failed", rec.key)
                 continue
             old = retention is not None and rec.created_at is not None and now - rec.created_at > retention
             if old and rec.phase not in (Phase.APPROVED, Phase.EXECUTING):
@@ -411,6 +434,7 @@ class AgentService:
             due = rec.phase == Phase.PENDING_APPROVAL and rec.expires_at is not None and now >= rec.expires_at
             if due and await self._move(rec, Phase.EXPIRED, f"nobody approved it before {rec.expires_at}"):
                 log.info("AgentDecision %s expired", rec.key)
+        self._executing_seen = executing_now
 
     async def _decision_objects(self) -> list[JSON]:
         if not self.tuning.namespaces:

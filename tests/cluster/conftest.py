@@ -231,3 +231,56 @@ def node(cluster: Cluster) -> Iterator[str]:
     kubesim.create_node(cluster.api_client, name)
     yield name
     kubesim.delete_node(cluster.api_client, name)
+
+
+# ---------------------------------------------------------------- kwok (scripts/kwok)
+
+KWOK_SCRIPT = REPO / "scripts" / "kwok"
+
+
+def _kwok(cmd: str, cluster: Cluster) -> None:
+    env = {
+        **cluster.env,
+        "SRE_AGENT_CLUSTER_DIR": str(cluster.state_dir),
+        "SRE_AGENT_WATCH_PID": str(os.getpid()),
+    }
+    result = subprocess.run(
+        ["bash", str(KWOK_SCRIPT), cmd], env=env, capture_output=True, text=True, timeout=900
+    )
+    if result.returncode != 0:
+        pytest.fail(f"scripts/kwok {cmd} failed: {result.stderr.strip()[-2000:]}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def kwok_node(cluster: Cluster) -> Iterator[str]:
+    """A node whose kubelet is kwok: Ready, heartbeating, running whatever is bound to it."""
+    _kwok("up", cluster)
+    name = f"kwok-{uuid.uuid4().hex[:6]}"
+    core = client.CoreV1Api(cluster.api_client)
+    core.create_node(
+        {
+            "metadata": {
+                "name": name,
+                "annotations": {"kwok.x-k8s.io/node": "fake"},
+                "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok"},
+            },
+            "status": {
+                "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+            },
+        },
+        _preload_content=False,
+    )
+    try:
+        kubesim.wait_for(
+            lambda: any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in kubesim.get_node(cluster.api_client, name).get("status", {}).get("conditions", [])
+            ),
+            timeout=60,
+            what=f"kwok to make node {name} Ready",
+        )
+        yield name
+    finally:
+        core.delete_node(name, _preload_content=False)
+        _kwok("down", cluster)

@@ -1178,3 +1178,28 @@ class Autopilot:
                 time.sleep(0.5)
             finally:
                 w.stop()
+
+
+# ---------------------------------------------------------------- kwok (scripts/kwok)
+
+KWOK_CRASHLOOP_LABEL = "sim.sre.agentops.dev/crashloop"
+
+
+def kwok_deployment(name: str, node: str, replicas: int, *, crashloop: bool) -> JSON:
+    """A Deployment whose pods kwok runs on `node` (and, with `crashloop`, crash-loops: scripts/kwok-stages.yaml)."""
+    labels = {"app": name}
+    template_labels = {**labels, KWOK_CRASHLOOP_LABEL: "true"} if crashloop else labels
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": template_labels},
+                # No scheduler runs here: bind through the template, kwok takes over from there.
+                "spec": {"nodeName": node, "containers": [{"name": "app", "image": "nginx:1.27"}]},
+            },
+        },
+    }

@@ -8,90 +8,14 @@ symptom detector reads pods it did not shape itself.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any
 
-import pytest
 from kubernetes import client
 
 from sre_agent.core.symptoms import detect
 from sre_agent.domain import Symptom
 from tests.cluster import kubesim
-from tests.cluster.conftest import REPO, Cluster
-
-KWOK_SCRIPT = REPO / "scripts" / "kwok"
-CRASHLOOP_LABEL = "sim.sre.agentops.dev/crashloop"
-
-
-def _kwok(cmd: str, cluster: Cluster) -> None:
-    env = {
-        **cluster.env,
-        "SRE_AGENT_CLUSTER_DIR": str(cluster.state_dir),
-        "SRE_AGENT_WATCH_PID": str(os.getpid()),
-    }
-    result = subprocess.run(
-        ["bash", str(KWOK_SCRIPT), cmd], env=env, capture_output=True, text=True, timeout=900
-    )
-    if result.returncode != 0:
-        pytest.fail(f"scripts/kwok {cmd} failed: {result.stderr.strip()[-2000:]}", pytrace=False)
-
-
-@pytest.fixture(scope="module")
-def kwok_node(cluster: Cluster) -> Iterator[str]:
-    """A node whose kubelet is kwok: Ready, heartbeating, running whatever is bound to it."""
-    _kwok("up", cluster)
-    name = f"kwok-{uuid.uuid4().hex[:6]}"
-    core = client.CoreV1Api(cluster.api_client)
-    core.create_node(
-        {
-            "metadata": {
-                "name": name,
-                "annotations": {"kwok.x-k8s.io/node": "fake"},
-                "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "type": "kwok"},
-            },
-            "status": {
-                "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-                "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-            },
-        },
-        _preload_content=False,
-    )
-    try:
-        kubesim.wait_for(
-            lambda: any(
-                c["type"] == "Ready" and c["status"] == "True"
-                for c in kubesim.get_node(cluster.api_client, name).get("status", {}).get("conditions", [])
-            ),
-            timeout=60,
-            what=f"kwok to make node {name} Ready",
-        )
-        yield name
-    finally:
-        core.delete_node(name, _preload_content=False)
-        _kwok("down", cluster)
-
-
-def kwok_deployment(name: str, node: str, replicas: int, *, crashloop: bool) -> dict[str, Any]:
-    labels = {"app": name}
-    template_labels = {**labels, CRASHLOOP_LABEL: "true"} if crashloop else labels
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": template_labels},
-                # No scheduler runs here: bind through the template, kwok takes over from there.
-                "spec": {"nodeName": node, "containers": [{"name": "app", "image": "nginx:1.27"}]},
-            },
-        },
-    }
+from tests.cluster.conftest import Cluster
 
 
 def _symptoms(cluster: Cluster, namespace: str, name: str) -> list[Symptom]:
@@ -108,7 +32,7 @@ def test_kwok_runs_a_deployment_and_the_detector_calls_it_healthy(
 ) -> None:
     apps = client.AppsV1Api(cluster.api_client)
     apps.create_namespaced_deployment(
-        namespace, kwok_deployment("web", kwok_node, 20, crashloop=False), _preload_content=False
+        namespace, kubesim.kwok_deployment("web", kwok_node, 20, crashloop=False), _preload_content=False
     )
 
     def all_running() -> bool:
@@ -124,7 +48,7 @@ def test_kwok_crash_loop_is_detected_as_crashloopbackoff(
 ) -> None:
     apps = client.AppsV1Api(cluster.api_client)
     apps.create_namespaced_deployment(
-        namespace, kwok_deployment("crasher", kwok_node, 5, crashloop=True), _preload_content=False
+        namespace, kubesim.kwok_deployment("crasher", kwok_node, 5, crashloop=True), _preload_content=False
     )
 
     seen: dict[str, Symptom] = {}

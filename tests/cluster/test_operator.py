@@ -417,3 +417,55 @@ def test_two_peered_replicas_decide_and_execute_once(
     assert done["status"]["attempts"] == 1
     assert len(fake_llm.requests) == 1
     assert "Decided" in high.log() and "Decided" not in low.log()
+
+
+# ---------------------------------------------------------------- kwok: a kubelet we do not script
+
+
+def test_twenty_replicas_crash_looping_under_kwok_make_one_decision(
+    cluster: Cluster, namespace: str, kwok_node: str, fake_llm: FakeLLM, operator_factory: Any
+) -> None:
+    """kwok, not the test, writes every pod status and BackOff event, on its own schedule."""
+    api = cluster.api_client
+    fake_llm.script(reply(answer_for("app_error", "restart_pod", {}, 0.8)))
+    op = operator_factory(llm_env(fake_llm))
+    client.AppsV1Api(api).create_namespaced_deployment(
+        namespace, kubesim.kwok_deployment("fleet", kwok_node, 20, crashloop=True), _preload_content=False
+    )
+    obj = one_decision(api, namespace, "PendingApproval")
+    kubesim.wait_for(
+        lambda: metric_value(op.metrics(), "sre_agent_incidents_total", symptom="CrashLoopBackOff") >= 20,
+        timeout=WAIT,
+        what="all 20 kwok pods to be admitted",
+    )
+    assert obj["spec"]["symptom"] == "CrashLoopBackOff"
+    assert obj["spec"]["owner"]["kind"] == "Deployment" and obj["spec"]["owner"]["name"] == "fleet"
+    assert len(decisions(api, namespace)) == 1
+    assert len(fake_llm.requests) == 1
+
+
+# ---------------------------------------------------------------- an operator that died mid-action
+
+
+def test_a_decision_left_executing_by_a_dead_operator_fails_and_is_not_retried(
+    cluster: Cluster, namespace: str, node: str, fake_llm: FakeLLM, operator_factory: Any
+) -> None:
+    api = cluster.api_client
+    fake_llm.script(reply(answer_for("app_error", "restart_pod", {}, 0.8)))
+    with kubesim.Autopilot(api, namespace, [node]):
+        first = operator_factory(llm_env(fake_llm))
+        (pod,) = crash_deployment(cluster, namespace, node, "web", 1)
+        name = one_decision(api, namespace, "PendingApproval")["metadata"]["name"]
+        first.stop()
+        # What a crash between "Executing" and "Executed" leaves behind.
+        cluster.run_kubectl(
+            "patch", "agentdecision", name, "-n", namespace, "--subresource=status", "--type=merge",
+            "-p", '{"status":{"phase":"Executing","message":"executing restart_pod"}}',
+        )  # fmt: skip
+        operator_factory(llm_env(fake_llm))
+        failed = wait_phase(api, namespace, name, "Failed")
+    assert "interrupted" in failed["status"]["message"]
+    # Not retried: the pod was never deleted.
+    assert (
+        kubesim.get_pod(api, namespace, pod["metadata"]["name"])["metadata"]["uid"] == pod["metadata"]["uid"]
+    )
