@@ -13,6 +13,7 @@ iteration: ``SRE_AGENT_CLUSTER_DIR=/tmp/c scripts/cluster up`` once, then rerun 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
@@ -284,3 +285,28 @@ def kwok_node(cluster: Cluster) -> Iterator[str]:
     finally:
         core.delete_node(name, _preload_content=False)
         _kwok("down", cluster)
+
+
+# ---------------------------------------------------------------- the agent's own identity
+
+
+def mint_agent_token(cluster: Cluster, seconds: int = 7200) -> str:
+    """Apply deploy/rbac.yaml and mint a token for its ServiceAccount (TokenRequest API)."""
+    core = client.CoreV1Api(cluster.api_client)
+    try:
+        core.create_namespace({"metadata": {"name": "sre-agent"}}, _preload_content=False)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    cluster.run_kubectl("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
+    resp = core.create_namespaced_service_account_token(
+        "sre-agent", "sre-agent", {"spec": {"expirationSeconds": seconds}}, _preload_content=False
+    )
+    token: str = json.loads(resp.data)["status"]["token"]
+    return token
+
+
+@pytest.fixture(scope="session")
+def agent_token(cluster: Cluster) -> str:
+    """A token of the sre-agent ServiceAccount that deploy/rbac.yaml binds to its ClusterRole."""
+    return mint_agent_token(cluster)

@@ -24,10 +24,9 @@ from typing import Any
 import yaml
 from kubernetes import client
 from kubernetes.client import ApiClient
-from kubernetes.client.exceptions import ApiException
 
 from tests.cluster import kubesim
-from tests.cluster.conftest import REPO, Cluster
+from tests.cluster.conftest import REPO, Cluster, mint_agent_token
 
 GROUP, VERSION, PLURAL = "sre.agentops.dev", "v1alpha1", "agentdecisions"
 
@@ -41,17 +40,7 @@ def free_port() -> int:
 
 def agent_kubeconfig(cluster: Cluster, path: Path) -> Path:
     """Apply deploy/rbac.yaml and write a kubeconfig that authenticates as its ServiceAccount."""
-    core = client.CoreV1Api(cluster.api_client)
-    try:
-        core.create_namespace({"metadata": {"name": "sre-agent"}}, _preload_content=False)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-    cluster.run_kubectl("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
-    resp = core.create_namespaced_service_account_token(
-        "sre-agent", "sre-agent", {"spec": {"expirationSeconds": 7200}}, _preload_content=False
-    )
-    token = json.loads(resp.data)["status"]["token"]
+    token = mint_agent_token(cluster)
     cfg = copy.deepcopy(yaml.safe_load(cluster.kubeconfig.read_text()))
     cfg["users"] = [{"name": u["name"], "user": {"token": token}} for u in cfg["users"]]
     path.write_text(yaml.safe_dump(cfg))

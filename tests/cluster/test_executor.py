@@ -22,7 +22,7 @@ from sre_agent.core.policy import ActionLedger, ActionRequest, Policy, action_ta
 from sre_agent.domain import ObjectRef, ProposedAction
 from tests.cluster import kubesim
 from tests.cluster.conftest import Cluster
-from tests.cluster.test_substrate import agent_token, deployment  # noqa: F401  (fixture)
+from tests.cluster.test_substrate import deployment
 from tests.unit.test_notify import Receiver
 
 pytestmark = pytest.mark.cluster
@@ -67,7 +67,7 @@ async def kube(cluster: Cluster) -> AsyncIterator[KubeClient]:
 
 
 @pytest.fixture
-def agent_kube(cluster: Cluster, agent_token: str) -> Iterator[KubeClient]:  # noqa: F811
+def agent_kube(cluster: Cluster, agent_token: str) -> Iterator[KubeClient]:
     """A KubeClient authenticated as the deploy/rbac.yaml ServiceAccount."""
     admin = cluster.api_client.configuration
     conf = client.Configuration(host=admin.host)

@@ -230,23 +230,6 @@ def test_update_with_stale_resource_version_conflicts(cluster: Cluster, namespac
 
 
 @pytest.fixture(scope="module")
-def agent_token(cluster: Cluster) -> str:
-    """Apply deploy/rbac.yaml and mint a token for its ServiceAccount (TokenRequest API)."""
-    core = client.CoreV1Api(cluster.api_client)
-    try:
-        core.create_namespace({"metadata": {"name": "sre-agent"}}, _preload_content=False)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-    cluster.run_kubectl("apply", "-f", str(REPO / "deploy" / "rbac.yaml"))
-    resp = core.create_namespaced_service_account_token(
-        "sre-agent", "sre-agent", {"spec": {"expirationSeconds": 3600}}, _preload_content=False
-    )
-    token: str = json.loads(resp.data)["status"]["token"]
-    return token
-
-
-@pytest.fixture(scope="module")
 def agent_api(cluster: Cluster, agent_token: str) -> Iterator[ApiClient]:
     """A client authenticated as the sre-agent ServiceAccount bound by deploy/rbac.yaml."""
     admin = cluster.api_client.configuration
