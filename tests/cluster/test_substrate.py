@@ -21,10 +21,11 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.cluster import kubesim
 from tests.cluster.conftest import REPO, Cluster, use_kubeconfig
+from tests.cluster.operator_harness import GROUP, PLURAL, VERSION, custom
+from tests.cluster.operator_harness import decision as get_decision
 
 pytestmark = pytest.mark.cluster
 
-GROUP, VERSION, PLURAL = "sre.agentops.dev", "v1alpha1", "agentdecisions"
 MERGE = "application/merge-patch+json"
 
 
@@ -61,21 +62,9 @@ def decision(name: str, namespace: str, **spec_overrides: Any) -> dict[str, Any]
     }
 
 
-def custom(api: ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(api)
-
-
 def create_decision(api: ApiClient, body: dict[str, Any]) -> dict[str, Any]:
     resp = custom(api).create_namespaced_custom_object(
         GROUP, VERSION, body["metadata"]["namespace"], PLURAL, body, _preload_content=False
-    )
-    out: dict[str, Any] = json.loads(resp.data)
-    return out
-
-
-def get_decision(api: ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    resp = custom(api).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, name, _preload_content=False
     )
     out: dict[str, Any] = json.loads(resp.data)
     return out
