@@ -139,26 +139,22 @@ class Pipeline:
         )
 
     def request_for(self, evidence: Evidence, diagnosis: Diagnosis) -> ActionRequest:
-        request = ActionRequest(
-            action=diagnosis.action,
-            pod=evidence.pod,
-            owner=evidence.owner,
-            node=evidence.node,
-            confidence=diagnosis.confidence,
-            current_replicas=evidence.replicas,
-        )
+        request = _request(evidence, diagnosis)
         bound = ProposedAction(diagnosis.action.name, bind_parameters(request))
         return replace(request, action=bound)
 
 
+def _request(evidence: Evidence, diagnosis: Diagnosis) -> ActionRequest:
+    return ActionRequest(
+        action=diagnosis.action,
+        pod=evidence.pod,
+        owner=evidence.owner,
+        node=evidence.node,
+        confidence=diagnosis.confidence,
+        current_replicas=evidence.replicas,
+    )
+
+
 def request_from_decision(decision: Decision) -> ActionRequest:
     """The policy question a recorded decision asks again when it is approved."""
-    ev = decision.evidence
-    return ActionRequest(
-        action=decision.action,
-        pod=ev.pod,
-        owner=ev.owner,
-        node=ev.node,
-        confidence=decision.diagnosis.confidence,
-        current_replicas=ev.replicas,
-    )
+    return _request(decision.evidence, decision.diagnosis)

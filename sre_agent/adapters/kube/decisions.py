@@ -20,13 +20,15 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from sre_agent.adapters.kube.client import KubeClient, KubeError
 from sre_agent.core.policy import ActionRequest
 from sre_agent.core.reasoning import Clock
 from sre_agent.core.symptoms import parse_time
 from sre_agent.domain import JSON, Category, Decision, ObjectRef, ProposedAction, Symptom
+
+E = TypeVar("E", bound=StrEnum)
 
 log = logging.getLogger("sre_agent.decisions")
 
@@ -253,6 +255,16 @@ def _str(obj: JSON, mapping: Any, key: str, field: str, *, required: bool = Fals
     return value
 
 
+def _enum(obj: JSON, mapping: Any, key: str, kind: type[E], field: str) -> E:
+    raw = _str(obj, mapping, key, field, required=True)
+    try:
+        return kind(raw)
+    except ValueError:
+        raise DecisionFormatError(
+            f"{_where(obj)}: invalid field {field}: unknown {key} {raw!r:.60}"
+        ) from None
+
+
 def _time(obj: JSON, mapping: Any, key: str, field: str) -> datetime | None:
     raw = mapping.get(key) if isinstance(mapping, dict) else None
     if raw is None or raw == "":
@@ -332,20 +344,8 @@ class RecordedDecision:
                 uid=_str(obj, owner_raw, "uid", "spec.owner.uid"),
                 api_version=_str(obj, owner_raw, "apiVersion", "spec.owner.apiVersion", default="apps/v1"),
             )
-        symptom_raw = _str(obj, spec, "symptom", "spec.symptom", required=True)
-        try:
-            symptom = Symptom(symptom_raw)
-        except ValueError:
-            raise DecisionFormatError(
-                f"{_where(obj)}: invalid field spec.symptom: unknown symptom {symptom_raw!r:.60}"
-            ) from None
-        category_raw = _str(obj, spec, "category", "spec.category", required=True)
-        try:
-            category = Category(category_raw)
-        except ValueError:
-            raise DecisionFormatError(
-                f"{_where(obj)}: invalid field spec.category: unknown category {category_raw!r:.60}"
-            ) from None
+        symptom = _enum(obj, spec, "symptom", Symptom, "spec.symptom")
+        category = _enum(obj, spec, "category", Category, "spec.category")
         action_name = _str(obj, spec, "action", "spec.action", required=True)
         parameters = spec.get("parameters")
         if parameters is None:
@@ -376,15 +376,11 @@ class RecordedDecision:
         status = obj.get("status")
         if status is not None and not isinstance(status, dict):
             raise DecisionFormatError(f"{_where(obj)}: invalid field status: expected an object")
-        phase_raw = _str(obj, status, "phase", "status.phase")
-        phase = None
-        if phase_raw:
-            try:
-                phase = Phase(phase_raw)
-            except ValueError:
-                raise DecisionFormatError(
-                    f"{_where(obj)}: invalid field status.phase: unknown phase {phase_raw!r:.60}"
-                ) from None
+        phase = (
+            _enum(obj, status, "phase", Phase, "status.phase")
+            if _str(obj, status, "phase", "status.phase")
+            else None
+        )
         attempts = (status or {}).get("attempts", 0)
         labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
         fingerprint = _str(obj, spec, "fingerprint", "spec.fingerprint") or str(
