@@ -55,6 +55,27 @@ def status(
     return Behaviour("status", code=code, body=raw, headers=dict(headers or {}))
 
 
+def chat_completion(
+    message: dict[str, Any],
+    finish_reason: str = "stop",
+    *,
+    completion_id: str = "x",
+    model: str = "m",
+    usage: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """An OpenAI chat.completion body with one choice; pass it to `status(200, ...)` to send it as is."""
+    body: dict[str, Any] = {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return body
+
+
 def hang(seconds: float) -> Behaviour:
     """Sleep before answering, then answer with the server's default behaviour."""
     return Behaviour("hang", seconds=seconds)
@@ -170,24 +191,16 @@ class FakeLLM:
             self._counter += 1
             n = self._counter
         return json.dumps(
-            {
-                "id": f"chatcmpl-fake-{n}",
-                "object": "chat.completion",
-                "created": 0,
-                "model": model or self.model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": behaviour.content},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {
+            chat_completion(
+                {"role": "assistant", "content": behaviour.content},
+                completion_id=f"chatcmpl-fake-{n}",
+                model=model or self.model,
+                usage={
                     "prompt_tokens": behaviour.prompt_tokens,
                     "completion_tokens": behaviour.completion_tokens,
                     "total_tokens": behaviour.prompt_tokens + behaviour.completion_tokens,
                 },
-            }
+            )
         ).encode()
 
 

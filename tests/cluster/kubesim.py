@@ -1185,10 +1185,30 @@ class Autopilot:
 KWOK_CRASHLOOP_LABEL = "sim.sre.agentops.dev/crashloop"
 
 
-def kwok_deployment(name: str, node: str, replicas: int, *, crashloop: bool) -> JSON:
-    """A Deployment whose pods kwok runs on `node` (and, with `crashloop`, crash-loops: scripts/kwok-stages.yaml)."""
+def deployment(
+    name: str,
+    replicas: int = 2,
+    image: str = "nginx:1.27",
+    *,
+    node: str | None = None,
+    pod_labels: Mapping[str, str] | None = None,
+) -> JSON:
+    """A Deployment body (pods labelled app=<name>); `node` binds its pods through the template."""
     labels = {"app": name}
-    template_labels = {**labels, KWOK_CRASHLOOP_LABEL: "true"} if crashloop else labels
+    pod_spec: JSON = {
+        "containers": [
+            {
+                "name": "app",
+                "image": image,
+                "resources": {
+                    "requests": {"cpu": "100m", "memory": "128Mi"},
+                    "limits": {"memory": "256Mi"},
+                },
+            }
+        ]
+    }
+    if node:
+        pod_spec["nodeName"] = node
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -1196,10 +1216,14 @@ def kwok_deployment(name: str, node: str, replicas: int, *, crashloop: bool) -> 
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": template_labels},
-                # No scheduler runs here: bind through the template, kwok takes over from there.
-                "spec": {"nodeName": node, "containers": [{"name": "app", "image": "nginx:1.27"}]},
-            },
+            "template": {"metadata": {"labels": {**labels, **(pod_labels or {})}}, "spec": pod_spec},
         },
     }
+
+
+def kwok_deployment(name: str, node: str, replicas: int, *, crashloop: bool) -> JSON:
+    """A Deployment whose pods kwok runs on `node` (and, with `crashloop`, crash-loops: scripts/kwok-stages.yaml)."""
+    # No scheduler runs here: bind through the template, kwok takes over from there.
+    return deployment(
+        name, replicas, node=node, pod_labels={KWOK_CRASHLOOP_LABEL: "true"} if crashloop else None
+    )

@@ -176,23 +176,10 @@ def create_deployment(
     replicas: int,
     image: str = "registry.example.com/shop/web:1.4.2",
 ) -> None:
-    labels = {"app": name}
-    body = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "terminationGracePeriodSeconds": 5,
-                    "containers": [{"name": "app", "image": image, "ports": [{"containerPort": 8080}]}],
-                },
-            },
-        },
-    }
+    body = kubesim.deployment(name, replicas, image)
+    pod_spec = body["spec"]["template"]["spec"]
+    pod_spec["terminationGracePeriodSeconds"] = 5
+    pod_spec["containers"][0]["ports"] = [{"containerPort": 8080}]
     client.AppsV1Api(api).create_namespaced_deployment(namespace, body, _preload_content=False)
 
 

@@ -22,7 +22,6 @@ from sre_agent.core.policy import ActionLedger, ActionRequest, Policy, action_ta
 from sre_agent.domain import ObjectRef, ProposedAction
 from tests.cluster import kubesim
 from tests.cluster.conftest import Cluster
-from tests.cluster.test_substrate import deployment
 from tests.unit.test_notify import Receiver
 
 pytestmark = pytest.mark.cluster
@@ -119,7 +118,7 @@ async def test_restart_pod_recreates_a_controller_owned_pod_as_the_agent_service
     cluster: Cluster, agent_kube: KubeClient, namespace: str, node: str
 ) -> None:
     api = cluster.api_client
-    client.AppsV1Api(api).create_namespaced_deployment(namespace, deployment("web", replicas=1))
+    client.AppsV1Api(api).create_namespaced_deployment(namespace, kubesim.deployment("web", replicas=1))
     clock, ledger = Clock(), ActionLedger()
     executor = Executor(agent_kube, policy(), ledger, clock)
     with kubesim.Autopilot(api, namespace, [node]) as pilot:
@@ -183,7 +182,7 @@ async def test_scale_deployment_within_bounds_and_idempotent(
     cluster: Cluster, kube: KubeClient, namespace: str
 ) -> None:
     api = cluster.api_client
-    client.AppsV1Api(api).create_namespaced_deployment(namespace, deployment("api", replicas=2))
+    client.AppsV1Api(api).create_namespaced_deployment(namespace, kubesim.deployment("api", replicas=2))
     pod = ObjectRef("Pod", "api-abc", namespace)
     owner = ObjectRef("Deployment", "api", namespace, api_version="apps/v1")
     executor = Executor(kube, policy(), ActionLedger(), Clock())
@@ -281,7 +280,7 @@ async def test_create_alert_posts_a_warning_event_and_notifies(
 def world(cluster: Cluster, namespace: str, node: str) -> dict[str, Any]:
     """A Deployment whose pods exist (kube-controller-manager made them) and a node."""
     api = cluster.api_client
-    client.AppsV1Api(api).create_namespaced_deployment(namespace, deployment("shop", replicas=2))
+    client.AppsV1Api(api).create_namespaced_deployment(namespace, kubesim.deployment("shop", replicas=2))
     pods = kubesim.wait_for_deployment_pods(api, namespace, "shop")
     return {
         "pod": pod_ref(pods[0]),

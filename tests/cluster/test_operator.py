@@ -143,6 +143,23 @@ def crash_deployment(
     return out
 
 
+def restart_answer() -> Any:
+    """The fake LLM's answer in most tests: an app error, restart the pod, confidence 0.8."""
+    return reply(answer_for("app_error", "restart_pod", {}, 0.8))
+
+
+def pending_restart(
+    cluster: Cluster, namespace: str, node: str, fake_llm: FakeLLM, operator_factory: Any
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Start the operator, crash one replica of Deployment `web`; wait for its pending decision.
+
+    Call it inside a kubesim.Autopilot; returns (operator, crashed pod, AgentDecision).
+    """
+    operator = operator_factory(llm_env(fake_llm))
+    (pod,) = crash_deployment(cluster, namespace, node, "web", 1)
+    return operator, pod, one_decision(cluster.api_client, namespace, "PendingApproval")
+
+
 # ---------------------------------------------------------------- 1. one crash loop, one decision
 
 
@@ -150,11 +167,9 @@ def test_crash_loop_gets_one_pending_decision_from_the_llm(
     cluster: Cluster, namespace: str, node: str, fake_llm: FakeLLM, operator_factory: Any
 ) -> None:
     api = cluster.api_client
-    fake_llm.script(reply(answer_for("app_error", "restart_pod", {}, 0.8)))
+    fake_llm.script(restart_answer())
     with kubesim.Autopilot(api, namespace, [node]):
-        operator_factory(llm_env(fake_llm))
-        (pod,) = crash_deployment(cluster, namespace, node, "web", 1)
-        obj = one_decision(api, namespace, "PendingApproval")
+        _, pod, obj = pending_restart(cluster, namespace, node, fake_llm, operator_factory)
     spec = obj["spec"]
     assert spec["symptom"] == "CrashLoopBackOff"
     assert spec["source"] == "llm"
@@ -184,7 +199,7 @@ def test_twenty_crashing_replicas_make_one_decision_and_one_llm_call(
     cluster: Cluster, namespace: str, node: str, fake_llm: FakeLLM, operator_factory: Any
 ) -> None:
     api = cluster.api_client
-    fake_llm.script(reply(answer_for("app_error", "restart_pod", {}, 0.8)))
+    fake_llm.script(restart_answer())
     health_port = free_port()
     with kubesim.Autopilot(api, namespace, [node]):
         op = operator_factory({**llm_env(fake_llm), "SRE_AGENT_HEALTH_PORT": str(health_port)})
@@ -217,12 +232,10 @@ def test_approved_restart_runs_exactly_once(
     cluster: Cluster, namespace: str, node: str, fake_llm: FakeLLM, operator_factory: Any
 ) -> None:
     api = cluster.api_client
-    fake_llm.script(reply(answer_for("app_error", "restart_pod", {}, 0.8)))
+    fake_llm.script(restart_answer())
     with kubesim.Autopilot(api, namespace, [node]):
-        operator_factory(llm_env(fake_llm))
-        (pod,) = crash_deployment(cluster, namespace, node, "web", 1)
-        old_uid = pod["metadata"]["uid"]
-        name = one_decision(api, namespace, "PendingApproval")["metadata"]["name"]
+        _, pod, obj = pending_restart(cluster, namespace, node, fake_llm, operator_factory)
+        old_uid, name = pod["metadata"]["uid"], obj["metadata"]["name"]
 
         approve(cluster, namespace, name)
         done = wait_phase(api, namespace, name, "Executed")
@@ -307,11 +320,10 @@ def test_rejected_decision_changes_nothing(
     cluster: Cluster, namespace: str, node: str, fake_llm: FakeLLM, operator_factory: Any
 ) -> None:
     api = cluster.api_client
-    fake_llm.script(reply(answer_for("app_error", "restart_pod", {}, 0.8)))
+    fake_llm.script(restart_answer())
     with kubesim.Autopilot(api, namespace, [node]):
-        operator_factory(llm_env(fake_llm))
-        (pod,) = crash_deployment(cluster, namespace, node, "web", 1)
-        name = one_decision(api, namespace, "PendingApproval")["metadata"]["name"]
+        _, pod, obj = pending_restart(cluster, namespace, node, fake_llm, operator_factory)
+        name = obj["metadata"]["name"]
         approve(cluster, namespace, name, False)
         obj = wait_phase(api, namespace, name, "Rejected")
     assert "attempts" not in obj["status"] or obj["status"]["attempts"] == 0
@@ -396,7 +408,7 @@ def test_two_peered_replicas_decide_and_execute_once(
     cluster: Cluster, namespace: str, node: str, fake_llm: FakeLLM, operator_factory: Any
 ) -> None:
     api = cluster.api_client
-    fake_llm.script(reply(answer_for("app_error", "restart_pod", {}, 0.8)))
+    fake_llm.script(restart_answer())
     peering = f"sre-agent-{namespace[-6:]}"
     common = {**llm_env(fake_llm), "SRE_AGENT_PEERING": peering}
     # Not standalone: the operator factory's --standalone is replaced by peering here.
@@ -427,7 +439,7 @@ def test_twenty_replicas_crash_looping_under_kwok_make_one_decision(
 ) -> None:
     """kwok, not the test, writes every pod status and BackOff event, on its own schedule."""
     api = cluster.api_client
-    fake_llm.script(reply(answer_for("app_error", "restart_pod", {}, 0.8)))
+    fake_llm.script(restart_answer())
     op = operator_factory(llm_env(fake_llm))
     client.AppsV1Api(api).create_namespaced_deployment(
         namespace, kubesim.kwok_deployment("fleet", kwok_node, 20, crashloop=True), _preload_content=False
@@ -451,11 +463,10 @@ def test_a_decision_left_executing_by_a_dead_operator_fails_and_is_not_retried(
     cluster: Cluster, namespace: str, node: str, fake_llm: FakeLLM, operator_factory: Any
 ) -> None:
     api = cluster.api_client
-    fake_llm.script(reply(answer_for("app_error", "restart_pod", {}, 0.8)))
+    fake_llm.script(restart_answer())
     with kubesim.Autopilot(api, namespace, [node]):
-        first = operator_factory(llm_env(fake_llm))
-        (pod,) = crash_deployment(cluster, namespace, node, "web", 1)
-        name = one_decision(api, namespace, "PendingApproval")["metadata"]["name"]
+        first, pod, obj = pending_restart(cluster, namespace, node, fake_llm, operator_factory)
+        name = obj["metadata"]["name"]
         first.stop()
         # What a crash between "Executing" and "Executed" leaves behind.
         cluster.run_kubectl(

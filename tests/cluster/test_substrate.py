@@ -374,40 +374,12 @@ def test_kopf_runs_under_the_least_privilege_role(
 # ---------------------------------------------------------------- (e) garbage collection
 
 
-def deployment(name: str, replicas: int = 2, image: str = "nginx:1.27") -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "app",
-                            "image": image,
-                            "resources": {
-                                "requests": {"cpu": "100m", "memory": "128Mi"},
-                                "limits": {"memory": "256Mi"},
-                            },
-                        }
-                    ]
-                },
-            },
-        },
-    }
-
-
 def test_deleting_a_deployment_garbage_collects_replicasets_and_pods(
     cluster: Cluster, namespace: str, node: str
 ) -> None:
     api = cluster.api_client
     apps = client.AppsV1Api(api)
-    apps.create_namespaced_deployment(namespace, deployment("web"), _preload_content=False)
+    apps.create_namespaced_deployment(namespace, kubesim.deployment("web"), _preload_content=False)
     pods = kubesim.run_deployment(api, namespace, "web", [node])
     assert len(pods) == 2
     assert all(p["status"]["phase"] == "Running" for p in pods)
@@ -435,7 +407,7 @@ def test_deleting_a_deployment_garbage_collects_replicasets_and_pods(
 def test_autopilot_replaces_a_restarted_pod(cluster: Cluster, namespace: str, node: str) -> None:
     api = cluster.api_client
     client.AppsV1Api(api).create_namespaced_deployment(
-        namespace, deployment("api", replicas=1), _preload_content=False
+        namespace, kubesim.deployment("api", replicas=1), _preload_content=False
     )
     with kubesim.Autopilot(api, namespace, [node]) as pilot:
 

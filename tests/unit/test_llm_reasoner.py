@@ -29,7 +29,7 @@ from sre_agent.core.policy import default_policy
 from sre_agent.core.prompts import load_prompts
 from sre_agent.core.reasoning import ReasonerError
 from sre_agent.domain import Category, Evidence, ObjectRef, Signal, Symptom
-from tests.fake_llm import FakeLLM, answer_for, garbage, hang, reply, status
+from tests.fake_llm import FakeLLM, answer_for, chat_completion, garbage, hang, reply, status
 
 ACTIONS = default_policy().describe_actions()
 
@@ -295,41 +295,11 @@ async def test_azure_openai_by_config(fake_llm: FakeLLM, reasoners: Make) -> Non
         (garbage(b"<html><body>502 Bad Gateway</body></html>"), "not a chat completion"),
         (status(200, {"id": "x", "object": "chat.completion", "choices": []}), "incomplete chat completion"),
         (
-            status(
-                200,
-                {
-                    "id": "x",
-                    "object": "chat.completion",
-                    "created": 0,
-                    "model": "m",
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": '{"categ'},
-                            "finish_reason": "length",
-                        }
-                    ],
-                },
-            ),
+            status(200, chat_completion({"role": "assistant", "content": '{"categ'}, "length")),
             "cut off at 800 tokens",
         ),
         (
-            status(
-                200,
-                {
-                    "id": "x",
-                    "object": "chat.completion",
-                    "created": 0,
-                    "model": "m",
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": None, "refusal": "I cannot help"},
-                            "finish_reason": "stop",
-                        }
-                    ],
-                },
-            ),
+            status(200, chat_completion({"role": "assistant", "content": None, "refusal": "I cannot help"})),
             "refused: I cannot help",
         ),
     ],
