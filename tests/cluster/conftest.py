@@ -310,3 +310,13 @@ def mint_agent_token(cluster: Cluster, seconds: int = 7200) -> str:
 def agent_token(cluster: Cluster) -> str:
     """A token of the sre-agent ServiceAccount that deploy/rbac.yaml binds to its ClusterRole."""
     return mint_agent_token(cluster)
+
+
+def agent_api_client(cluster: Cluster, token: str) -> ApiClient:
+    """A new client for this cluster authenticated with `token` (close it when done)."""
+    admin = cluster.api_client.configuration
+    conf = client.Configuration(host=admin.host)
+    conf.ssl_ca_cert = admin.ssl_ca_cert
+    conf.api_key = {"BearerToken": token}
+    conf.api_key_prefix = {"BearerToken": "Bearer"}
+    return ApiClient(conf)

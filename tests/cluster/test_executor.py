@@ -21,7 +21,7 @@ from sre_agent.adapters.notify import WebhookNotifier
 from sre_agent.core.policy import ActionLedger, ActionRequest, Policy, action_target, parse_policy
 from sre_agent.domain import ObjectRef, ProposedAction
 from tests.cluster import kubesim
-from tests.cluster.conftest import Cluster
+from tests.cluster.conftest import Cluster, agent_api_client
 from tests.unit.test_notify import Receiver
 
 pytestmark = pytest.mark.cluster
@@ -68,12 +68,7 @@ async def kube(cluster: Cluster) -> AsyncIterator[KubeClient]:
 @pytest.fixture
 def agent_kube(cluster: Cluster, agent_token: str) -> Iterator[KubeClient]:
     """A KubeClient authenticated as the deploy/rbac.yaml ServiceAccount."""
-    admin = cluster.api_client.configuration
-    conf = client.Configuration(host=admin.host)
-    conf.ssl_ca_cert = admin.ssl_ca_cert
-    conf.api_key = {"BearerToken": agent_token}
-    conf.api_key_prefix = {"BearerToken": "Bearer"}
-    k = KubeClient(ApiClient(conf))
+    k = KubeClient(agent_api_client(cluster, agent_token))
     yield k
     k.close()
 

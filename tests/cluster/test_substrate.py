@@ -20,7 +20,7 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 
 from tests.cluster import kubesim
-from tests.cluster.conftest import REPO, Cluster, use_kubeconfig
+from tests.cluster.conftest import REPO, Cluster, agent_api_client, use_kubeconfig
 from tests.cluster.operator_harness import GROUP, PLURAL, VERSION, custom
 from tests.cluster.operator_harness import decision as get_decision
 
@@ -221,12 +221,7 @@ def test_update_with_stale_resource_version_conflicts(cluster: Cluster, namespac
 @pytest.fixture(scope="module")
 def agent_api(cluster: Cluster, agent_token: str) -> Iterator[ApiClient]:
     """A client authenticated as the sre-agent ServiceAccount bound by deploy/rbac.yaml."""
-    admin = cluster.api_client.configuration
-    conf = client.Configuration(host=admin.host)
-    conf.ssl_ca_cert = admin.ssl_ca_cert
-    conf.api_key = {"BearerToken": agent_token}
-    conf.api_key_prefix = {"BearerToken": "Bearer"}
-    api = ApiClient(conf)
+    api = agent_api_client(cluster, agent_token)
     yield api
     api.close()
 
