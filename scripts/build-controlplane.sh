@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver, kube-controller-manager and kubectl from source
+# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kubectl from source
 # through the Go module proxy, into a version-keyed cache outside the repo.
 # A second run with the binaries present does nothing.
 set -euo pipefail
@@ -56,9 +56,10 @@ GO
   go build -trimpath -ldflags "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=$ETCD_VERSION" -o "$BIN/etcd" go.etcd.io/etcd/server/v3
 fi
 
-if ! have kube-apiserver "$K8S_VERSION" || ! have kube-controller-manager "$K8S_VERSION" || ! [ -x "$BIN/kubectl" ]; then
+if ! have kube-apiserver "$K8S_VERSION" || ! have kube-controller-manager "$K8S_VERSION" \
+  || ! have kube-scheduler "$K8S_VERSION" || ! have kubelet "$K8S_VERSION" || ! [ -x "$BIN/kubectl" ]; then
   need_go
-  echo "building Kubernetes $K8S_VERSION (one-time, ~10 min on 2 cores with a warm module cache)" >&2
+  echo "building Kubernetes $K8S_VERSION (one-time, ~12 min on 2 cores with a warm module cache)" >&2
   SRC=$CACHE/src/k8s-$K8S_VERSION; mkdir -p "$SRC"; cd "$SRC"
   SV="v0.${K8S_VERSION#v1.}"
   rm -f go.mod go.sum
@@ -80,7 +81,9 @@ package tools
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
 GO
   go mod tidy
@@ -95,7 +98,9 @@ GO
   go build -trimpath -ldflags "$LDFLAGS" -o "$BIN/" \
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
-    k8s.io/kubernetes/cmd/kubectl
+    k8s.io/kubernetes/cmd/kube-scheduler \
+    k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kubelet
 fi
 [ $((SECONDS - T0)) -lt 2 ] || echo "build-controlplane: built in $((SECONDS - T0))s into $BIN" >&2
 echo "$BIN"
