@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sre_agent.core.redaction import Redactor
@@ -20,6 +20,7 @@ from sre_agent.domain import JSON, Category, Evidence, IncidentContext, ObjectRe
 MAX_EXCERPTS = 40
 MAX_EXCERPT_CHARS = 6000
 MAX_LINE = 300
+MAX_SIGNALS_PER_KIND = 20  # distinct details kept per signal kind
 
 
 def _rx(*parts: str) -> re.Pattern[str]:
@@ -313,18 +314,34 @@ SUPPORTING_SIGNALS: dict[Category, frozenset[str]] = {
 
 @dataclass
 class _Collector:
+    """Signals and excerpts in first-seen order, without duplicates.
+
+    Membership is checked against sets, so collecting n items costs O(n), not O(n^2): an
+    incident with 20,000 events must not take minutes.
+    """
+
     redactor: Redactor
-    signals: list[Signal]
-    excerpts: list[str]
+    signals: list[Signal] = field(default_factory=list)
+    excerpts: list[str] = field(default_factory=list)
+    _seen_signals: set[Signal] = field(default_factory=set)
+    _seen_excerpts: set[str] = field(default_factory=set)
+    _per_kind: dict[str, int] = field(default_factory=dict)
 
     def signal(self, kind: str, detail: str, source: str) -> None:
+        if self._per_kind.get(kind, 0) >= MAX_SIGNALS_PER_KIND:
+            return  # enough examples of this kind; the rest would only bloat the prompt
         sig = Signal(kind, self.redactor.text(detail)[:MAX_LINE], source)
-        if sig not in self.signals:
+        if sig not in self._seen_signals:
+            self._seen_signals.add(sig)
             self.signals.append(sig)
+            self._per_kind[kind] = self._per_kind.get(kind, 0) + 1
 
     def excerpt(self, line: str) -> None:
+        if len(self.excerpts) >= MAX_EXCERPTS:
+            return  # only the first MAX_EXCERPTS are ever used (_within_budget)
         line = self.redactor.text(line.strip())[:MAX_LINE]
-        if line and line not in self.excerpts:
+        if line and line not in self._seen_excerpts:
+            self._seen_excerpts.add(line)
             self.excerpts.append(line)
 
 
@@ -585,7 +602,7 @@ def _log_lines(text: str) -> list[str]:
 
 def extract(ctx: IncidentContext, symptom: Symptom, redactor: Redactor) -> Evidence:
     """Build the Evidence for one incident. Every string in it is redacted."""
-    c = _Collector(redactor, [], [])
+    c = _Collector(redactor)
     facts: dict[str, Any] = {}
     pod = ctx.pod
     _container_facts(c, pod, facts)
