@@ -38,6 +38,18 @@ class Thresholds:
     probe_failure_seconds: int = 120  # Ready=False for at least this long counts as ProbeFailure
     high_restarts: int = 5  # restartCount at or above this is HighRestarts ...
     restart_window_seconds: int = 3600  # ... if the last restart is this recent
+    pending_grace_seconds: int = (
+        30  # a pod may be ContainerCreating / unready this long before events are read
+    )
+
+
+# kubelet's crash-loop back-off: 10 s doubling per restart up to 5 min (pkg/kubelet/kuberuntime).
+BACKOFF_BASE_SECONDS = 10
+BACKOFF_MAX_SECONDS = 300
+# A run this short that ended in a non-zero exit is a crash, not a process that ran and then failed.
+CRASH_RUN_SECONDS = 30
+# ProbeFailure from the Unhealthy event history: this many failures, the last one this recent.
+MIN_UNHEALTHY_COUNT = 3
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -79,6 +91,128 @@ def _event_reasons(events: Iterable[JSON]) -> set[str]:
     return {str(e.get("reason") or "") for e in events if isinstance(e, dict)}
 
 
+def backoff_seconds(restarts: int) -> int:
+    """The back-off kubelet waits before restart number `restarts` of a crashing container."""
+    if restarts <= 1:
+        return BACKOFF_BASE_SECONDS
+    return min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(restarts - 1, 16))
+
+
+def _int(value: Any) -> int:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _restarts_on_failure(pod: JSON) -> bool:
+    return (pod.get("spec") or {}).get("restartPolicy", "Always") in ("Always", "OnFailure")
+
+
+def crash_looping(pod: JSON, status: JSON, now: datetime | None) -> bool:
+    """Is this container (or init container) in a crash loop, whichever moment of it the status shows?
+
+    A real kubelet shows a crash loop three ways in turn: `waiting: CrashLoopBackOff` (briefly),
+    `terminated` with a growing restartCount (most of each back-off period), and `running` again
+    for the few seconds before the next crash. All three count: waiting CrashLoopBackOff; a
+    terminated container that will be restarted (non-zero exit, or already restarted before);
+    a running container restarted after a short run that ended non-zero, still within the
+    back-off of its restart count (twice it, plus a short run, for kubelet's jitter).
+    """
+    if _waiting_reason(status) == "CrashLoopBackOff":
+        return True
+    if not _restarts_on_failure(pod) or (pod.get("status") or {}).get("phase") in ("Failed", "Succeeded"):
+        return False
+    restarts = _int(status.get("restartCount"))
+    now_terminated = _terminated(status, "state")
+    if now_terminated:
+        code = now_terminated.get("exitCode")
+        return (isinstance(code, int) and code != 0) or restarts >= 1
+    last = _terminated(status, "lastState")
+    code = last.get("exitCode")
+    if "running" not in _state(status) or restarts < 1 or not isinstance(code, int) or code == 0:
+        return False
+    started, finished = parse_time(last.get("startedAt")), parse_time(last.get("finishedAt"))
+    if started is None or finished is None or finished - started > timedelta(seconds=CRASH_RUN_SECONDS):
+        return False
+    window = timedelta(seconds=2 * backoff_seconds(restarts) + CRASH_RUN_SECONDS)
+    return now is None or now - finished <= window
+
+
+def _event_time(event: JSON, *keys: str) -> datetime | None:
+    for key in keys:
+        found = parse_time(event.get(key))
+        if found is not None:
+            return found
+    return None
+
+
+def unhealthy_history(events: Iterable[JSON]) -> tuple[int, datetime | None, datetime | None]:
+    """(failures, first, last) of the pod's `Unhealthy` events (probe failures), series included."""
+    count, first, last = 0, None, None
+    for e in events:
+        if not isinstance(e, dict) or e.get("reason") != "Unhealthy":
+            continue
+        series = e.get("series") if isinstance(e.get("series"), dict) else {}
+        assert isinstance(series, dict)
+        count += max(1, _int(e.get("count")), _int(series.get("count")))
+        begin = _event_time(e, "firstTimestamp", "eventTime", "lastTimestamp")
+        end = _event_time(series, "lastObservedTime") or _event_time(e, "lastTimestamp", "eventTime")
+        end = end or begin
+        if begin is not None and (first is None or begin < first):
+            first = begin
+        if end is not None and (last is None or end > last):
+            last = end
+    return count, first, last
+
+
+def _probe_failing_long_enough(
+    ready: JSON, events: Sequence[JSON], now: datetime | None, thresholds: Thresholds
+) -> bool:
+    """Ready=False for the threshold, or probes failing for the threshold (a readiness flap under
+    load turns Ready back and forth, but its Unhealthy events keep counting)."""
+    threshold = timedelta(seconds=thresholds.probe_failure_seconds)
+    since = parse_time(ready.get("lastTransitionTime"))
+    if now is None or since is None or now - since >= threshold:
+        return True
+    count, first, last = unhealthy_history(events)
+    if count < MIN_UNHEALTHY_COUNT or first is None or last is None:
+        return False
+    last = min(last, now)  # a clock ahead of ours proves no longer failure
+    return last - first >= threshold and now - last <= threshold
+
+
+def needs_events(pod: JSON, now: datetime, thresholds: Thresholds = Thresholds()) -> bool:
+    """May this pod be ProbeFailure or FailedMount, which only its Events can tell?
+
+    Running but not Ready (a container running unready, past the start-up grace), or stuck
+    creating containers on a node past the grace. The operator reads Events for these pods only.
+    """
+    status = pod.get("status") or {}
+    phase = status.get("phase")
+    grace = timedelta(seconds=thresholds.pending_grace_seconds)
+    containers = _statuses(pod, "containerStatuses")
+    if phase == "Running":
+        ready = _condition(pod, "Ready")
+        if ready is None or ready.get("status") != "False":
+            return False
+        for c in containers:
+            started = parse_time((_state(c).get("running") or {}).get("startedAt"))
+            if "running" in _state(c) and not c.get("ready") and (started is None or now - started >= grace):
+                return True
+        return False
+    if phase == "Pending" and _creating(pod, containers):
+        scheduled = _condition(pod, "PodScheduled")
+        since = parse_time((scheduled or {}).get("lastTransitionTime")) or parse_time(
+            (pod.get("metadata") or {}).get("creationTimestamp")
+        )
+        return since is None or now - since >= grace
+    return False
+
+
+def _creating(pod: JSON, containers: list[JSON]) -> bool:
+    return any(_waiting_reason(c) == "ContainerCreating" for c in containers) or (
+        not containers and bool((pod.get("spec") or {}).get("nodeName"))
+    )
+
+
 def node_is_not_ready(node: JSON | None) -> bool:
     if not node:
         return False
@@ -112,17 +246,14 @@ def matching_symptoms(
 
     for c in inits:
         exit_code = _terminated(c, "state").get("exitCode")
-        if _waiting_reason(c) == "CrashLoopBackOff" or (isinstance(exit_code, int) and exit_code != 0):
+        if crash_looping(pod, c, now) or (isinstance(exit_code, int) and exit_code != 0):
             found.add(Symptom.INIT_FAILURE)
 
     scheduled = _condition(pod, "PodScheduled")
     if scheduled and scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
         found.add(Symptom.UNSCHEDULABLE)
 
-    creating = any(_waiting_reason(c) == "ContainerCreating" for c in containers) or (
-        phase == "Pending" and not containers and bool((pod.get("spec") or {}).get("nodeName"))
-    )
-    if phase == "Pending" and creating and reasons & MOUNT_EVENT_REASONS:
+    if phase == "Pending" and _creating(pod, containers) and reasons & MOUNT_EVENT_REASONS:
         found.add(Symptom.FAILED_MOUNT)
 
     if phase == "Failed" and status.get("reason") == "Evicted":
@@ -138,15 +269,11 @@ def matching_symptoms(
 
     ready = _condition(pod, "Ready")
     if phase == "Running" and ready is not None and ready.get("status") == "False" and "Unhealthy" in reasons:
-        since = parse_time(ready.get("lastTransitionTime"))
-        long_enough = (
-            now is None or since is None or now - since >= timedelta(seconds=thresholds.probe_failure_seconds)
-        )
         running_unready = any("running" in _state(c) and not c.get("ready") for c in containers)
-        if long_enough and running_unready:
+        if running_unready and _probe_failing_long_enough(ready, events, now, thresholds):
             found.add(Symptom.PROBE_FAILURE)
 
-    if any(_waiting_reason(c) == "CrashLoopBackOff" for c in containers):
+    if any(crash_looping(pod, c, now) for c in containers):
         found.add(Symptom.CRASH_LOOP)
 
     if phase == "Running":
