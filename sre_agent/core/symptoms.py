@@ -95,7 +95,7 @@ def backoff_seconds(restarts: int) -> int:
     """The back-off kubelet waits before restart number `restarts` of a crashing container."""
     if restarts <= 1:
         return BACKOFF_BASE_SECONDS
-    return min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(restarts - 1, 16))
+    return min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS << min(restarts - 1, 16))
 
 
 def _int(value: Any) -> int:
