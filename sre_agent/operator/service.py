@@ -369,7 +369,7 @@ class AgentService:
         }
         self._in_flight.add(rec.key)
         try:
-            result = await self.executor.execute(running.request(), approved=approved, summary=summary)
+            result = await self.executor.execute_decision(running, approved=approved, summary=summary)
         except ActionRefused as exc:
             self.metrics.block(str(exc))
             log.warning("AgentDecision %s: %s refused: %s", rec.key, action, exc)

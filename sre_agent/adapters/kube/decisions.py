@@ -8,12 +8,19 @@ that is what makes "execute exactly once" hold across operator replicas and retr
 `RecordedDecision.from_object` reads a CR back (from the API or a kopf event body) and
 raises `DecisionFormatError` with a one-line message naming the CR and the field.
 
+What was decided is pinned twice: the CRD's CEL rules make `spec` immutable apart from the
+human's verdict, and `record` writes `status.actionDigest` (`action_digest` of the decided
+request) through the status subresource, which approvers cannot write; the executor compares
+it with what it is about to run. A transition out of PendingApproval copies the verdict's
+author (`spec.approvedBy`, checked by the admission policy in deploy/) to `status.reviewedBy`.
+
 Used by the operator (sre_agent.operator) and by `sre-agent export` (adapters.kube.capture).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from collections.abc import Collection, Mapping
@@ -54,6 +61,9 @@ MAX_NOTES = 50
 MAX_NOTE = 1024
 MAX_MESSAGE = 1024
 MAX_NAME = 63
+MAX_PARAMETERS = 16
+MAX_PARAMETER = 1024
+INT64 = 2**63
 
 CONDITION_READY = "Ready"
 # A record() whose status write never happened (the writer died) counts as open this long.
@@ -175,6 +185,42 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
+def _parameter(value: Any) -> int | str:
+    """One parameter as the CRD stores it: an integer or a string (anything else as compact JSON)."""
+    if isinstance(value, int) and not isinstance(value, bool) and -INT64 <= value < INT64:
+        return value
+    text = value if isinstance(value, str) else json.dumps(_json_safe(value), sort_keys=True)
+    return _clip(text, MAX_PARAMETER)
+
+
+def _parameters(parameters: Mapping[str, Any]) -> JSON:
+    items = sorted(parameters.items(), key=lambda kv: str(kv[0]))[:MAX_PARAMETERS]
+    return {str(k): _parameter(v) for k, v in items}
+
+
+def action_digest(request: ActionRequest) -> str:
+    """sha256 of everything the executor acts on: action, parameters, target, owner, node, confidence.
+
+    Pure and canonical (sorted JSON), so the digest of a decision read back from the API server
+    equals the one computed from its manifest when nothing in between changed it.
+    """
+
+    def ref(r: ObjectRef | None) -> list[str] | None:
+        return None if r is None else [r.kind, r.namespace, r.name, r.uid, r.api_version]
+
+    body = {
+        "action": request.action.name,
+        "parameters": _json_safe(dict(request.action.parameters)),
+        "target": ref(request.pod),
+        "owner": ref(request.owner),
+        "node": request.node,
+        "confidence": float(request.confidence),
+        "currentReplicas": request.current_replicas,
+    }
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
 def manifest_for(decision: Decision, *, expires_at: datetime, incident: JSON | None = None) -> JSON:
     """The AgentDecision object for a decision, within every limit the CRD sets. Pure."""
     ev = decision.evidence
@@ -188,7 +234,7 @@ def manifest_for(decision: Decision, *, expires_at: datetime, incident: JSON | N
         "diagnosis": _clip(d.summary, MAX_DIAGNOSIS),
         "reasoning": _clip(d.reasoning, MAX_REASONING),
         "action": d.action.name,
-        "parameters": _json_safe(dict(d.action.parameters)),
+        "parameters": _parameters(d.action.parameters),
         "confidence": min(1.0, max(0.0, float(d.confidence))),
         "source": d.source,
         "policy": {
@@ -301,6 +347,10 @@ class RecordedDecision:
     current_replicas: int | None = None
     incident_id: str = ""
     attempts: int = 0
+    approved_by: str = ""
+    rejection_reason: str = ""
+    recorded_digest: str = ""  # status.actionDigest: what the operator decided, written at creation
+    reviewed_by: str = ""
 
     @property
     def key(self) -> str:
@@ -409,6 +459,10 @@ class RecordedDecision:
             current_replicas=replicas,
             incident_id=_str(obj, spec, "incidentId", "spec.incidentId"),
             attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) else 0,
+            approved_by=_str(obj, spec, "approvedBy", "spec.approvedBy"),
+            rejection_reason=_str(obj, spec, "rejectionReason", "spec.rejectionReason"),
+            recorded_digest=_str(obj, status, "actionDigest", "status.actionDigest"),
+            reviewed_by=_str(obj, status, "reviewedBy", "status.reviewedBy"),
         )
 
     def request(self) -> ActionRequest:
@@ -471,6 +525,7 @@ class DecisionStore:
     ) -> tuple[RecordedDecision, bool]:
         """Create the AgentDecision and set its status; (existing, False) if an open one already exists."""
         manifest = manifest_for(decision, expires_at=expires_at, incident=incident)
+        digest = action_digest(RecordedDecision.from_object(manifest).request())
         namespace = manifest["metadata"]["namespace"]
         labels = manifest["metadata"]["labels"]
         existing = await self.find_open(namespace, labels[LABEL_GROUP], labels[LABEL_FINGERPRINT])
@@ -492,6 +547,7 @@ class DecisionStore:
             "phase": phase.value,
             "message": _one_line(message, MAX_MESSAGE),
             "decidedAt": rfc3339(decision.decided_at),
+            "actionDigest": digest,
             "attempts": 0,
             "observedGeneration": int(created["metadata"].get("generation") or 1),
             "conditions": _conditions([], phase, message, now),
@@ -577,6 +633,10 @@ class DecisionStore:
             status["attempts"] = (attempts if isinstance(attempts, int) else 0) + 1
         if executed_by:
             status["executedBy"] = _one_line(executed_by, 253)
+        if fresh.phase == Phase.PENDING_APPROVAL and fresh.approved is not None and fresh.approved_by:
+            # The human verdict this move acts on: who gave it (checked by admission) and when.
+            status["reviewedBy"] = _one_line(fresh.approved_by, 253)
+            status["reviewedAt"] = rfc3339(now)
         body = {"metadata": {"resourceVersion": fresh.resource_version}, "status": status}
         try:
             updated = await self.kube.patch(

@@ -15,6 +15,13 @@ LLM wrote, and is idempotent:
   when repeated, plus the configured notifier;
 * none: nothing.
 
+`execute_decision` runs a recorded AgentDecision and first checks it is the decision the
+operator made: its target (and owner) lie in the decision's own namespace (a Node aside, for
+cordon_node), and what it would run matches `status.actionDigest`, the digest of the decided
+action, parameters, target, owner and node written at creation where approvers cannot write.
+So even with the CRD's immutability rules missing (an old CRD), an approver who rewrote
+`spec` gets a refusal, never an action elsewhere.
+
 Kubernetes API failures raise `KubeError` (the caller marks the decision Failed). Executed
 actions go into the ledger for cooldowns and rate limits. Called by the operator.
 """
@@ -28,7 +35,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from sre_agent.adapters.kube.client import KubeClient, KubeError, api_path
-from sre_agent.adapters.kube.decisions import rfc3339
+from sre_agent.adapters.kube.decisions import RecordedDecision, action_digest, rfc3339
 from sre_agent.adapters.notify import Notifier
 from sre_agent.core.policy import (
     FORBIDDEN_KINDS,
@@ -128,6 +135,39 @@ class Executor:
                     f"{name} refused: replicas {replicas} outside {rule.min_replicas}-{rule.max_replicas}"
                 )
         return target
+
+    def check_decision(self, rec: RecordedDecision) -> ActionRequest:
+        """Raise ActionRefused unless `rec` is, unchanged, what the operator decided; its request."""
+        name = rec.action.name
+        request = rec.request()
+        if rec.target.namespace != rec.namespace:
+            raise ActionRefused(
+                f"{name} refused: target namespace {rec.target.namespace!r} is not the decision's "
+                f"namespace {rec.namespace!r}"
+            )
+        target = action_target(request)
+        if target is not None and target.kind != "Node" and target.namespace != rec.namespace:
+            raise ActionRefused(
+                f"{name} refused: {target.kind} {target.namespace}/{target.name} is outside the decision's "
+                f"namespace {rec.namespace}"
+            )
+        if not rec.recorded_digest:
+            raise ActionRefused(
+                f"{name} refused: decision {rec.key} has no status.actionDigest, so what was decided "
+                "cannot be verified"
+            )
+        if action_digest(request) != rec.recorded_digest:
+            raise ActionRefused(
+                f"{name} refused: decision {rec.key} was changed after it was made "
+                "(spec differs from status.actionDigest)"
+            )
+        return request
+
+    async def execute_decision(
+        self, rec: RecordedDecision, *, approved: bool, summary: Mapping[str, Any] | None = None
+    ) -> ActionResult:
+        """Run a recorded decision if it is what was decided (`check_decision`) and policy allows it."""
+        return await self.execute(self.check_decision(rec), approved=approved, summary=summary)
 
     async def execute(
         self, request: ActionRequest, *, approved: bool, summary: Mapping[str, Any] | None = None
