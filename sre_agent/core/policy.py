@@ -77,6 +77,20 @@ class ActionRule:
 
 
 @dataclass(frozen=True)
+class Suppression:
+    """How long a closed decision stops a new one for the same workload and root cause (core.lifecycle).
+
+    Longest after a human said no; shortest after an action ran (if the workload is still broken,
+    that is news). Failed counts as Executed.
+    """
+
+    after_rejected_seconds: int = 24 * 3600
+    after_expired_seconds: int = 3600
+    after_executed_seconds: int = 1800
+    after_blocked_seconds: int = 6 * 3600
+
+
+@dataclass(frozen=True)
 class Policy:
     name: str
     actions: Mapping[str, ActionRule]
@@ -87,6 +101,7 @@ class Policy:
     per_namespace_per_hour: int = 5
     per_hour: int = 30
     decision_ttl_seconds: int = 3600
+    suppression: Suppression = field(default_factory=Suppression)
 
     def allowed_actions(self) -> list[str]:
         return [name for name, rule in self.actions.items() if rule.enabled]
@@ -152,6 +167,17 @@ def parse_policy(data: Any, origin: str = "<policy>") -> Policy:
         per_namespace_per_hour=rate.get("perNamespacePerHour", 5),
         per_hour=rate.get("perHour", 30),
         decision_ttl_seconds=data.get("decisionTTLSeconds", 3600),
+        suppression=_suppression(data.get("suppression") or {}),
+    )
+
+
+def _suppression(raw: Mapping[str, Any]) -> Suppression:
+    default = Suppression()
+    return Suppression(
+        after_rejected_seconds=raw.get("afterRejectedSeconds", default.after_rejected_seconds),
+        after_expired_seconds=raw.get("afterExpiredSeconds", default.after_expired_seconds),
+        after_executed_seconds=raw.get("afterExecutedSeconds", default.after_executed_seconds),
+        after_blocked_seconds=raw.get("afterBlockedSeconds", default.after_blocked_seconds),
     )
 
 
@@ -208,6 +234,12 @@ class ActionLedger:
     def record(self, action: str, target: ObjectRef, at: datetime) -> None:
         self.entries.append(ExecutedAction(action, target.key(), target.namespace, at))
 
+    def record_action(self, request: ActionRequest, at: datetime) -> None:
+        """Record an executed action under its cooldown key (`cooldown_target`)."""
+        target = cooldown_target(request)
+        if target is not None:
+            self.record(request.action.name, target, at)
+
     def last_for(self, target: ObjectRef) -> datetime | None:
         key = target.key()
         times = [e.at for e in self.entries if e.target == key and e.action not in NON_MUTATING]
@@ -233,6 +265,14 @@ def action_target(request: ActionRequest) -> ObjectRef | None:
     if name == CORDON_NODE:
         return ObjectRef(kind="Node", name=request.node) if request.node else None
     return request.pod
+
+
+def cooldown_target(request: ActionRequest) -> ObjectRef | None:
+    """What a cooldown is kept for: restart_pod's is the owner workload (a restarted pod gets a new
+    name, its workload keeps it), every other action's is its target."""
+    if request.action.name == RESTART_POD and request.owner is not None:
+        return request.owner
+    return action_target(request)
 
 
 def bind_parameters(request: ActionRequest) -> dict[str, Any]:
@@ -315,10 +355,11 @@ def evaluate(policy: Policy, request: ActionRequest, ledger: ActionLedger, now: 
             current = request.current_replicas
             if rule.max_step is not None and current is not None and abs(replicas - current) > rule.max_step:
                 return blocked(f"scaling from {current} to {replicas} exceeds maxStep {rule.max_step}")
-        last = ledger.last_for(target)
+        cooling = cooldown_target(request) or target
+        last = ledger.last_for(cooling)
         if last is not None and now - last < timedelta(seconds=policy.cooldown_seconds):
             return blocked(
-                f"{target.key()} was acted on at {last.isoformat()}, cooldown {policy.cooldown_seconds}s"
+                f"{cooling.key()} was acted on at {last.isoformat()}, cooldown {policy.cooldown_seconds}s"
             )
         hour_ago = now - timedelta(hours=1)
         if (

@@ -119,10 +119,10 @@ def test_alert_parameters_are_checked() -> None:
 
 def test_cooldown_and_rate_limits() -> None:
     ledger = ActionLedger()
-    ledger.record("restart_pod", POD, NOW - timedelta(minutes=5))
+    ledger.record_action(request("restart_pod"), NOW - timedelta(minutes=5))
     assert outcome(request("restart_pod"), ledger=ledger) == "blocked"
     later = ActionLedger()
-    later.record("restart_pod", POD, NOW - timedelta(minutes=30))
+    later.record_action(request("restart_pod"), NOW - timedelta(minutes=30))
     assert outcome(request("restart_pod"), ledger=later) == "allowed"
     busy = ActionLedger()
     for i in range(5):

@@ -30,6 +30,8 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from sre_agent.adapters.kube.client import KubeClient, KubeError
+from sre_agent.core.lifecycle import OPEN_PHASES as OPEN_PHASES  # re-exported
+from sre_agent.core.lifecycle import Phase as Phase  # re-exported: status.phase is defined in the core
 from sre_agent.core.policy import ActionRequest
 from sre_agent.core.reasoning import Clock
 from sre_agent.core.symptoms import parse_time
@@ -69,21 +71,6 @@ CONDITION_READY = "Ready"
 # A record() whose status write never happened (the writer died) counts as open this long.
 UNSET_PHASE_GRACE = timedelta(minutes=5)
 
-
-class Phase(StrEnum):
-    """status.phase, exactly as the CRD's enum."""
-
-    PENDING_APPROVAL = "PendingApproval"
-    APPROVED = "Approved"
-    EXECUTING = "Executing"
-    EXECUTED = "Executed"
-    REJECTED = "Rejected"
-    BLOCKED = "Blocked"
-    FAILED = "Failed"
-    EXPIRED = "Expired"
-
-
-OPEN_PHASES: frozenset[Phase] = frozenset({Phase.PENDING_APPROVAL, Phase.APPROVED, Phase.EXECUTING})
 
 # Which status timestamp a phase sets.
 _TIMESTAMP_OF: Mapping[Phase, str] = {
@@ -221,8 +208,19 @@ def action_digest(request: ActionRequest) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
-def manifest_for(decision: Decision, *, expires_at: datetime, incident: JSON | None = None) -> JSON:
-    """The AgentDecision object for a decision, within every limit the CRD sets. Pure."""
+def manifest_for(
+    decision: Decision,
+    *,
+    expires_at: datetime,
+    incident: JSON | None = None,
+    name: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
+) -> JSON:
+    """The AgentDecision object for a decision, within every limit the CRD sets. Pure.
+
+    `name`, extra `labels` and `annotations` come from the decision memory (core.lifecycle).
+    """
     ev = decision.evidence
     d = decision.diagnosis
     spec: JSON = {
@@ -260,20 +258,19 @@ def manifest_for(decision: Decision, *, expires_at: datetime, incident: JSON | N
         spec["policy"]["dryRun"] = True
     if incident is not None:
         spec["incident"] = incident
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {
-            "name": decision_name(decision),
-            "namespace": ev.pod.namespace,
-            "labels": {
-                LABEL_FINGERPRINT: decision.fingerprint,
-                LABEL_GROUP: group_key(decision),
-                LABEL_MANAGED_BY: MANAGED_BY,
-            },
+    metadata: JSON = {
+        "name": name or decision_name(decision),
+        "namespace": ev.pod.namespace,
+        "labels": {
+            **(labels or {}),
+            LABEL_FINGERPRINT: decision.fingerprint,
+            LABEL_GROUP: group_key(decision),
+            LABEL_MANAGED_BY: MANAGED_BY,
         },
-        "spec": spec,
     }
+    if annotations:
+        metadata["annotations"] = dict(annotations)
+    return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": spec}
 
 
 # --------------------------------------------------------------------------------- reading back
@@ -522,9 +519,19 @@ class DecisionStore:
         message: str,
         expires_at: datetime,
         incident: JSON | None = None,
+        name: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
     ) -> tuple[RecordedDecision, bool]:
         """Create the AgentDecision and set its status; (existing, False) if an open one already exists."""
-        manifest = manifest_for(decision, expires_at=expires_at, incident=incident)
+        manifest = manifest_for(
+            decision,
+            expires_at=expires_at,
+            incident=incident,
+            name=name,
+            labels=labels,
+            annotations=annotations,
+        )
         digest = action_digest(RecordedDecision.from_object(manifest).request())
         namespace = manifest["metadata"]["namespace"]
         labels = manifest["metadata"]["labels"]

@@ -193,7 +193,7 @@ class Executor:
         else:
             raise ActionRefused(f"{name} refused: the executor has no implementation for this action")
         if result.changed:
-            self.ledger.record(name, target, self.clock.now())
+            self.ledger.record_action(request, self.clock.now())
         log.info("Executed %s on %s: %s", name, target.key(), result.message)
         return result
 
