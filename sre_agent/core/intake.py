@@ -2,7 +2,8 @@
 
 Pure and clock-injected. The operator's pod and node watches call `Intake.offer()` for
 every unhealthy pod they see, before any API call or LLM call. Pods are grouped per
-owning workload and symptom (20 crash-looping replicas of one Deployment are one incident),
+owning workload and root cause (`core.lifecycle.Cause`: 20 crash-looping replicas of one
+Deployment are one incident, and so are their later HighRestarts and OOMKilled),
 or per node for NodeNotReady (every pod of a dead node is one incident): the first pod of
 a group is decided, the others are attached to it and counted, and the same group is not
 decided again until its cooldown has passed. `forget()` reopens a group whose decision
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from sre_agent.core.lifecycle import Cause, cause_of
 from sre_agent.core.reasoning import Clock
 from sre_agent.domain import JSON, Symptom
 
@@ -40,10 +42,10 @@ class OwnerKey:
 @dataclass(frozen=True)
 class GroupKey:
     owner: OwnerKey
-    symptom: Symptom
+    cause: Cause
 
     def __str__(self) -> str:
-        return f"{self.owner}:{self.symptom.value}"
+        return f"{self.owner}:{self.cause.value}"
 
 
 def owner_key(pod: JSON) -> OwnerKey:
@@ -77,8 +79,8 @@ def group_key(pod: JSON, symptom: Symptom) -> GroupKey:
     """NodeNotReady groups by node (one dead node, one incident); everything else by workload."""
     node = str((pod.get("spec") or {}).get("nodeName") or "")
     if symptom == Symptom.NODE_NOT_READY and node:
-        return GroupKey(OwnerKey("", "Node", node), symptom)
-    return GroupKey(owner_key(pod), symptom)
+        return GroupKey(OwnerKey("", "Node", node), cause_of(symptom))
+    return GroupKey(owner_key(pod), cause_of(symptom))
 
 
 class Verdict(StrEnum):

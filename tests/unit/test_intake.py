@@ -82,11 +82,20 @@ def test_repeated_events_of_one_pod_are_duplicates() -> None:
         assert intake.offer(pod("web-7d4b9c-a"), Symptom.CRASH_LOOP).verdict == Verdict.DUPLICATE
 
 
-def test_symptom_and_namespace_are_part_of_the_group() -> None:
+def test_root_cause_and_namespace_are_part_of_the_group() -> None:
     intake = Intake(Clock())
     assert intake.offer(pod("web-7d4b9c-a"), Symptom.CRASH_LOOP).decide
-    assert intake.offer(pod("web-7d4b9c-a"), Symptom.OOM_KILLED).decide
+    assert intake.offer(pod("web-7d4b9c-a"), Symptom.PROBE_FAILURE).decide
     assert intake.offer(pod("web-7d4b9c-a", namespace="other"), Symptom.CRASH_LOOP).decide
+
+
+def test_high_restarts_and_oom_after_a_crash_loop_join_its_group() -> None:
+    intake = Intake(Clock())
+    first = intake.offer(pod("web-7d4b9c-a"), Symptom.CRASH_LOOP)
+    assert first.decide
+    assert intake.offer(pod("web-7d4b9c-a"), Symptom.HIGH_RESTARTS).verdict == Verdict.DUPLICATE
+    joined = intake.offer(pod("web-7d4b9c-b"), Symptom.OOM_KILLED)
+    assert joined.verdict == Verdict.ATTACH and joined.group is first.group
 
 
 def test_cooldown_then_window() -> None:
