@@ -95,7 +95,7 @@ class Pipeline:
         return detect(ctx.pod, ctx.events, ctx.node, self.clock.now(), self.thresholds)
 
     def evidence_of(self, ctx: IncidentContext, symptom: Symptom) -> Evidence:
-        return extract(ctx, symptom, Redactor.for_pod(ctx.pod))
+        return extract(ctx, symptom, Redactor.for_context(ctx))
 
     async def diagnose(self, evidence: Evidence, fp: str) -> Diagnosis:
         rules_view = self.rule_reasoner.diagnose_now(evidence)

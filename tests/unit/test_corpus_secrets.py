@@ -1,7 +1,8 @@
 """The bundled corpus plants secrets (marked CANARY) and prompt injections in real-looking places.
 
-Nothing marked CANARY may reach what the LLM would see (the rendered prompt), the evidence, or the
-rules' decision; injected instructions must be flagged as such and never change the action.
+Nothing marked CANARY may reach what the LLM would see (the rendered prompt), the evidence, the
+rules' decision, or the incident document that `spec.incident`, `capture` and `export` write;
+injected instructions must be flagged as such and never change the action.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from sre_agent.adapters.kube.capture import redact_document, redacted_incident
+from sre_agent.adapters.recorded import dump_incident
 from sre_agent.core.evidence import extract
 from sre_agent.core.prompts import load_prompts
 from sre_agent.core.redaction import Redactor
@@ -19,7 +22,8 @@ from sre_agent.core.rules import RuleReasoner
 from sre_agent.core.symptoms import detect, parse_time
 from sre_agent.domain import IncidentContext
 
-CORPUS = Path(__file__).resolve().parents[2] / "replay" / "incidents"
+REPO = Path(__file__).resolve().parents[2]
+CORPUS = REPO / "replay" / "incidents"
 MARKER = "CANARY"
 
 
@@ -38,7 +42,11 @@ def _context(data: dict[str, Any]) -> IncidentContext:
     )  # fmt: skip
 
 
-WITH_SECRETS = sorted(p for p in CORPUS.glob("*.yaml") if MARKER in p.read_text(encoding="utf-8"))
+WITH_SECRETS = sorted(
+    p
+    for p in [*CORPUS.glob("*.yaml"), *(REPO / "tests" / "replay").glob("*/*.yaml")]
+    if MARKER in p.read_text(encoding="utf-8")
+)
 
 
 def test_the_corpus_plants_enough_secrets_and_injections() -> None:
@@ -47,7 +55,7 @@ def test_the_corpus_plants_enough_secrets_and_injections() -> None:
     for path in sorted(CORPUS.glob("*.yaml")):
         ctx = _context(_load(path))
         symptom = detect(ctx.pod, ctx.events, ctx.node, ctx.captured_at)
-        flagged += extract(ctx, symptom, Redactor.for_pod(ctx.pod)).has("prompt_injection")
+        flagged += extract(ctx, symptom, Redactor.for_context(ctx)).has("prompt_injection")
     assert flagged >= 5
 
 
@@ -56,10 +64,13 @@ def test_planted_secrets_never_reach_the_llm_or_the_decision(path: Path) -> None
     data = _load(path)
     ctx = _context(data)
     symptom = detect(ctx.pod, ctx.events, ctx.node, ctx.captured_at)
-    evidence = extract(ctx, symptom, Redactor.for_pod(ctx.pod))
+    evidence = extract(ctx, symptom, Redactor.for_context(ctx))
     prompt = load_prompts().render(evidence, "- create_alert")
     decision = RuleReasoner().diagnose_now(evidence)
     assert MARKER not in prompt.system + prompt.user
     assert MARKER not in repr(evidence)
     assert MARKER not in repr(decision)
-    assert MARKER not in repr(Redactor.for_pod(ctx.pod).obj(ctx.pod))
+    # spec.incident and `capture` write this document; `export` re-redacts what a CR holds.
+    assert MARKER not in dump_incident(redacted_incident(ctx, ctx.incident_id, None))
+    recorded = {k: v for k, v in data.items() if k != "description"}  # the author's notes say CANARY
+    assert MARKER not in dump_incident(redact_document(recorded))

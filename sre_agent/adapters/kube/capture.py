@@ -35,7 +35,7 @@ from sre_agent.adapters.kube.decisions import (
 from sre_agent.adapters.kube.gatherer import Gatherer, strip_managed_fields
 from sre_agent.adapters.recorded import IncidentFileError, dump_incident, parse_incident
 from sre_agent.core.reasoning import Clock
-from sre_agent.core.redaction import Redactor
+from sre_agent.core.redaction import LAST_APPLIED, Redactor
 from sre_agent.core.symptoms import detect
 from sre_agent.domain import JSON, IncidentContext
 
@@ -129,13 +129,23 @@ def redacted_incident(
             document[key] = strip_managed_fields(value)
     if expected:
         document["expected"] = dict(expected)
-    redacted: dict[str, Any] = Redactor.for_pod(ctx.pod).obj(document)
-    # The kubectl.kubernetes.io/last-applied-configuration annotation repeats the spec, env included.
+    return _bounded(redact_document(document, Redactor.for_context(ctx)), max_bytes)
+
+
+def redact_document(document: Mapping[str, Any], redactor: Redactor | None = None) -> dict[str, Any]:
+    """An incident document with the one redaction every path applies (default: its own pod's secrets).
+
+    The kubectl.kubernetes.io/last-applied-configuration annotation (redacted inside by the
+    Redactor) is dropped too: it repeats the spec and often an old secret, and says nothing new.
+    """
+    if redactor is None:
+        redactor = Redactor.for_objects(document.get("pod"), document.get("owner"))
+    redacted: dict[str, Any] = redactor.obj(dict(document))
     for obj in (redacted.get("pod"), redacted.get("owner")):
-        annotations = ((obj or {}).get("metadata") or {}).get("annotations")
+        annotations = ((obj if isinstance(obj, dict) else {}).get("metadata") or {}).get("annotations")
         if isinstance(annotations, dict):
-            annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
-    return _bounded(redacted, max_bytes)
+            annotations.pop(LAST_APPLIED, None)
+    return redacted
 
 
 async def capture_incident(kube: KubeClient, namespace: str, pod: str, clock: Clock) -> dict[str, Any]:
@@ -173,7 +183,8 @@ def incident_from_decision(obj: JSON) -> dict[str, Any] | None:
     incident = spec.get("incident")
     if not isinstance(incident, dict) or not incident:
         return None
-    document = dict(incident)
+    # Redacted again: it may have been recorded by an older version, or edited since.
+    document = redact_document(incident)
     document["id"] = incident_id_for(rec.name)
     phase = rec.phase.value if rec.phase else "unset"
     document["description"] = (
