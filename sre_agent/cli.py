@@ -1,4 +1,4 @@
-"""Command line: `sre-agent run | replay | capture | export | check-policy`.
+"""Command line: `sre-agent run | replay | capture | export | approve | reject | check-policy`.
 
 Parses argv, reads settings once, and hands over to the operator, replay or capture code.
 Every error a user can cause ends as one line on stderr and a non-zero exit code.
@@ -126,6 +126,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verdict(args: argparse.Namespace) -> int:
+    from sre_agent.adapters.kube.approval import ApprovalError, approve_or_reject
+
+    approve = args.command == "approve"
+    try:
+        verdict = approve_or_reject(
+            args.namespace, args.name, approve=approve, reason=None if approve else args.reason
+        )
+    except ApprovalError as exc:
+        print(f"sre-agent: {exc}", file=sys.stderr)
+        return 1
+    print(verdict.describe())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sre-agent", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -158,6 +173,19 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("-n", "--namespace", help="only this namespace (default: all)")
     exp.add_argument("-o", "--output", required=True, help="directory to write incident files into")
     exp.set_defaults(func=_cmd_export)
+
+    apr = sub.add_parser(
+        "approve", help="approve a pending AgentDecision as yourself (recorded in approvedBy)"
+    )
+    apr.add_argument("name", help="the AgentDecision's name")
+    apr.add_argument("-n", "--namespace", help="its namespace (default: the kubeconfig context's)")
+    apr.set_defaults(func=_cmd_verdict)
+
+    rej = sub.add_parser("reject", help="reject a pending AgentDecision as yourself (recorded in approvedBy)")
+    rej.add_argument("name", help="the AgentDecision's name")
+    rej.add_argument("-n", "--namespace", help="its namespace (default: the kubeconfig context's)")
+    rej.add_argument("--reason", help="why (kept in spec.rejectionReason)")
+    rej.set_defaults(func=_cmd_verdict)
 
     chk = sub.add_parser("check-policy", help="validate policy files")
     chk.add_argument("files", nargs="+")

@@ -38,13 +38,17 @@ def free_port() -> int:
         return port
 
 
-def agent_kubeconfig(cluster: Cluster, path: Path) -> Path:
-    """Apply deploy/rbac.yaml and write a kubeconfig that authenticates as its ServiceAccount."""
-    token = mint_agent_token(cluster)
+def token_kubeconfig(cluster: Cluster, token: str, path: Path) -> Path:
+    """Write a kubeconfig for this cluster that authenticates with `token` instead of admin's cert."""
     cfg = copy.deepcopy(yaml.safe_load(cluster.kubeconfig.read_text()))
     cfg["users"] = [{"name": u["name"], "user": {"token": token}} for u in cfg["users"]]
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+def agent_kubeconfig(cluster: Cluster, path: Path) -> Path:
+    """Apply deploy/rbac.yaml and write a kubeconfig that authenticates as its ServiceAccount."""
+    return token_kubeconfig(cluster, mint_agent_token(cluster), path)
 
 
 class OperatorProcess:

@@ -156,8 +156,11 @@ async def _record_decisions(cluster: Cluster, namespace: str) -> dict[str, str]:
             assert created
             names[pod_name] = rec.name
         # A human approves one and rejects another.
-        await kube.patch(API_VERSION, PLURAL, namespace, names["billing"], {"spec": {"approved": True}})
-        await kube.patch(API_VERSION, PLURAL, namespace, names["ledger"], {"spec": {"approved": False}})
+        # (as the test kubeconfig's user, admin, who must name itself in approvedBy)
+        for name, approved in ((names["billing"], True), (names["ledger"], False)):
+            await kube.patch(
+                API_VERSION, PLURAL, namespace, name, {"spec": {"approved": approved, "approvedBy": "admin"}}
+            )
         rejected = await store.get(namespace, names["ledger"])
         assert rejected is not None
         assert await store.transition(rejected, Phase.REJECTED, "rejected", expect={Phase.PENDING_APPROVAL})

@@ -217,7 +217,9 @@ async def test_transition_refuses_when_approval_changed_since_read(kube: KubeCli
         decision_in(namespace, clock), phase=Phase.PENDING_APPROVAL, message="m", expires_at=clock.now()
     )
     # A human rejects it after the operator read it.
-    await kube.patch(API_VERSION, PLURAL, namespace, rec.name, {"spec": {"approved": False}})
+    await kube.patch(
+        API_VERSION, PLURAL, namespace, rec.name, {"spec": {"approved": False, "approvedBy": "admin"}}
+    )
     assert await store.transition(rec, Phase.APPROVED, "approve", expect={Phase.PENDING_APPROVAL}) is None
     fresh = await store.get(namespace, rec.name)
     assert fresh is not None and fresh.approved is False and fresh.phase == Phase.PENDING_APPROVAL

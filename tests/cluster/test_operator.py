@@ -107,7 +107,8 @@ def wait_phase(api: client.ApiClient, namespace: str, name: str, phase: str) -> 
 
 
 def approve(cluster: Cluster, namespace: str, name: str, value: bool = True) -> None:
-    patch = '{"spec":{"approved":%s}}' % ("true" if value else "false")
+    """Approve (or reject) as the test kubeconfig's user, `admin`, naming it as the CRD requires."""
+    patch = '{"spec":{"approved":%s,"approvedBy":"admin"}}' % ("true" if value else "false")
     cluster.run_kubectl("patch", "agentdecision", name, "-n", namespace, "--type=merge", "-p", patch)
 
 

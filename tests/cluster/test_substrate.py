@@ -140,12 +140,12 @@ def test_status_only_changes_through_the_status_subresource(cluster: Cluster, na
         namespace,
         PLURAL,
         "st",
-        {"spec": {"notes": ["seen"]}, "status": {"phase": "Executed"}},
+        {"spec": {"approved": True, "approvedBy": "admin"}, "status": {"phase": "Executed"}},
         _content_type=MERGE,
         _preload_content=False,
     )
     obj = get_decision(cluster.api_client, namespace, "st")
-    assert obj["spec"]["notes"] == ["seen"]
+    assert obj["spec"]["approved"] is True
     assert "phase" not in obj.get("status", {})
 
     # Through /status, .status applies and spec changes are ignored.
@@ -201,11 +201,11 @@ def test_update_with_stale_resource_version_conflicts(cluster: Cluster, namespac
     api = custom(cluster.api_client)
     stale = create_decision(cluster.api_client, decision("cc", namespace))
     fresh = copy.deepcopy(stale)
-    fresh["spec"]["approved"] = True
+    fresh["spec"].update(approved=True, approvedBy="admin")
     api.replace_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, "cc", fresh, _preload_content=False
     )
-    stale["spec"]["approved"] = False
+    stale["spec"].update(approved=False, approvedBy="admin")
     with pytest.raises(ApiException) as info:
         api.replace_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, "cc", stale, _preload_content=False
