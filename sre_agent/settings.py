@@ -23,6 +23,8 @@ Variables (all optional):
   SRE_AGENT_PEERING_PRIORITY      this replica's peering priority (0)
   SRE_AGENT_STANDALONE            1/true: no peering (single replica, local runs)
   SRE_AGENT_WEBHOOK_URL           Alertmanager-compatible notifier for create_alert ("": none)
+  SRE_AGENT_APPROVAL_WEBHOOK_URL  announce decisions waiting for approval here ("": Events only)
+  SRE_AGENT_APPROVAL_WEBHOOK_FORMAT  slack | alertmanager (slack)
   SRE_AGENT_PROBE_FAILURE_SECONDS, SRE_AGENT_HIGH_RESTARTS, SRE_AGENT_RESTART_WINDOW_SECONDS
                                   symptom thresholds (core.symptoms.Thresholds)
   SRE_AGENT_CACHE_TTL_SECONDS     how long an LLM diagnosis is reused for the same fingerprint (3600)
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from sre_agent.adapters.llm import LLMConfig, LLMConfigError
+from sre_agent.adapters.notify import APPROVAL_FORMATS
 from sre_agent.core.policy import Policy, default_policy, load_policy
 from sre_agent.core.symptoms import Thresholds
 
@@ -80,6 +83,8 @@ class Settings:
     peering_priority: int = 0
     standalone: bool = False
     webhook_url: str = ""
+    approval_webhook_url: str = ""
+    approval_webhook_format: str = "slack"
     thresholds: Thresholds = field(default_factory=Thresholds)
     cache_ttl_seconds: float = 3600
     log_format: str = "text"
@@ -154,6 +159,10 @@ class Settings:
         webhook = raw("SRE_AGENT_WEBHOOK_URL")
         if webhook and not webhook.startswith(("http://", "https://")):
             raise SettingsError(f"SRE_AGENT_WEBHOOK_URL={webhook!r}: must be an http:// or https:// URL")
+        approval_webhook = raw("SRE_AGENT_APPROVAL_WEBHOOK_URL")
+        if approval_webhook and not approval_webhook.startswith(("http://", "https://")):
+            # The URL itself may hold a token (Slack): name the variable, never echo the value.
+            raise SettingsError("SRE_AGENT_APPROVAL_WEBHOOK_URL: must be an http:// or https:// URL")
         peering = raw("SRE_AGENT_PEERING") or "sre-agent"
         if not _dns_label(peering):
             raise SettingsError(f"SRE_AGENT_PEERING={peering!r}: must be a DNS-1123 name")
@@ -192,6 +201,8 @@ class Settings:
             peering_priority=integer("SRE_AGENT_PEERING_PRIORITY", 0, -(2**31), 2**31 - 1),
             standalone=flag("SRE_AGENT_STANDALONE"),
             webhook_url=webhook,
+            approval_webhook_url=approval_webhook,
+            approval_webhook_format=choice("SRE_AGENT_APPROVAL_WEBHOOK_FORMAT", "slack", APPROVAL_FORMATS),
             thresholds=thresholds,
             cache_ttl_seconds=seconds("SRE_AGENT_CACHE_TTL_SECONDS", 3600),
             log_format=choice("SRE_AGENT_LOG_FORMAT", "text", LOG_FORMATS),

@@ -113,3 +113,132 @@ class WebhookNotifier:
             return
         self.sent += 1
         log.info("Alert for %s delivered to %s", where, self.url)
+
+
+# --------------------------------------------------------------------------- approval requests
+
+APPROVAL_ALERTNAME = "SREAgentDecisionPending"
+APPROVAL_FORMATS = ("slack", "alertmanager")
+
+
+def approve_command(name: str, namespace: str) -> str:
+    return f"sre-agent approve {name} -n {namespace}"
+
+
+def reject_command(name: str, namespace: str) -> str:
+    return f"sre-agent reject {name} -n {namespace}"
+
+
+def approval_text(request: Mapping[str, Any]) -> str:
+    """One line announcing a pending decision, with the command that approves it.
+
+    Keys read: decision, namespace, kind, target, symptom, category, action, confidence, expiresAt.
+    """
+    name, namespace = _label(request.get("decision")), _label(request.get("namespace"))
+    confidence = request.get("confidence")
+    conf = f", confidence {confidence:.2f}" if isinstance(confidence, int | float) else ""
+    expires = f"; expires {_label(request.get('expiresAt'))}" if request.get("expiresAt") else ""
+    return (
+        f"AgentDecision {namespace}/{name} waits for approval: {_label(request.get('action'))} on "
+        f"{_label(request.get('kind') or 'Pod')} {namespace}/{_label(request.get('target'))} "
+        f"({_label(request.get('symptom'))}, {_label(request.get('category'))}{conf}){expires}. "
+        f"Approve: {approve_command(name, namespace)}  Reject: {reject_command(name, namespace)}"
+    )
+
+
+def slack_payload(request: Mapping[str, Any]) -> dict[str, Any]:
+    """A Slack incoming-webhook body (also accepted by Mattermost and Rocket.Chat)."""
+    name, namespace = _label(request.get("decision")), _label(request.get("namespace"))
+    diagnosis = _text(request.get("diagnosis") or "")[:2900]
+    text = approval_text(request)
+    blocks: list[dict[str, Any]] = [
+        {"type": "section", "text": {"type": "mrkdwn", "text": text.split(". Approve:")[0] + "."}},
+    ]
+    if diagnosis:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"> {diagnosis}"}})
+    blocks.append(
+        {
+            "type": "section",
+            "text": {
+                "type": "mrkdwn",
+                "text": f"Approve: `{approve_command(name, namespace)}`\nReject: `{reject_command(name, namespace)}`",
+            },
+        }
+    )
+    return {"text": text, "blocks": blocks}
+
+
+def approval_alert_payload(request: Mapping[str, Any], now: datetime) -> list[dict[str, Any]]:
+    """An Alertmanager v2 body: one alert per pending decision, resolved when it expires."""
+    name, namespace = _label(request.get("decision")), _label(request.get("namespace"))
+    labels = {
+        "alertname": APPROVAL_ALERTNAME,
+        "namespace": namespace,
+        "decision": name,
+        "pod": _label(request.get("target")),
+        "symptom": _label(request.get("symptom")),
+        "category": _label(request.get("category")),
+        "action": _label(request.get("action")),
+        "severity": "warning",
+    }
+    ends = request.get("expiresAt")
+    alert: dict[str, Any] = {
+        "labels": {k: v for k, v in labels.items() if v},
+        "annotations": {
+            "summary": _text(approval_text(request)),
+            "description": _text(request.get("diagnosis") or ""),
+            "approve_command": approve_command(name, namespace),
+            "reject_command": reject_command(name, namespace),
+        },
+        "startsAt": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+    }
+    alert["endsAt"] = (
+        str(ends)
+        if isinstance(ends, str) and ends
+        else (now + timedelta(hours=DEFAULT_ALERT_HOURS)).astimezone(UTC).isoformat().replace("+00:00", "Z")
+    )
+    return [alert]
+
+
+class ApprovalWebhook:
+    """Announces decisions that wait for approval to a Slack-compatible or Alertmanager webhook.
+
+    `slack` POSTs to the URL as given; `alertmanager` to `<url>/api/v2/alerts`. Never raises.
+    """
+
+    def __init__(self, url: str, fmt: str = "slack", timeout: float = 5.0) -> None:
+        if fmt not in APPROVAL_FORMATS:
+            raise ValueError(f"approval webhook format must be one of {', '.join(APPROVAL_FORMATS)}")
+        base = url.rstrip("/") if fmt == "alertmanager" else url
+        self.url = base + ALERTS_PATH if fmt == "alertmanager" and not base.endswith(ALERTS_PATH) else base
+        self.format = fmt
+        self.timeout = timeout
+
+    def payload(self, request: Mapping[str, Any]) -> Any:
+        if self.format == "slack":
+            return slack_payload(request)
+        return approval_alert_payload(request, datetime.now(UTC))
+
+    async def announce(self, request: Mapping[str, Any]) -> bool:
+        """POST the announcement; True when the receiver accepted it."""
+        body = json.dumps(self.payload(request))
+        what = f"{request.get('namespace')}/{request.get('decision')}"
+        try:
+            timeout = aiohttp.ClientTimeout(total=self.timeout)
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.post(self.url, data=body, headers={"Content-Type": "application/json"}) as resp,
+            ):
+                if resp.status >= 300:
+                    log.warning(
+                        "Approval request for %s not delivered: HTTP %s %s",
+                        what,
+                        resp.status,
+                        (await resp.text())[:200],
+                    )
+                    return False
+        except Exception as exc:  # network, DNS, timeout: log, never raise
+            log.warning("Approval request for %s not delivered: %s: %s", what, type(exc).__name__, exc)
+            return False
+        log.info("Approval request for %s delivered (%s webhook)", what, self.format)
+        return True

@@ -387,5 +387,18 @@ class DecisionMemory:
             1 for known in self._known.values() for d in known.values() if d.phase == Phase.PENDING_APPROVAL
         )
 
+    def pending(self, now: datetime) -> tuple[dict[str, int], float]:
+        """Decisions waiting for approval per namespace, and the age in seconds of the oldest."""
+        per_namespace: dict[str, int] = {}
+        oldest = 0.0
+        for key, known in self._known.items():
+            for d in known.values():
+                if d.phase != Phase.PENDING_APPROVAL:
+                    continue
+                per_namespace[key.namespace] = per_namespace.get(key.namespace, 0) + 1
+                if d.created_at is not None and now > d.created_at:
+                    oldest = max(oldest, (now - d.created_at).total_seconds())
+        return per_namespace, oldest
+
     def __len__(self) -> int:
         return len(self._known)

@@ -26,9 +26,10 @@ from sre_agent.adapters.kube.decisions import API_VERSION, PLURAL, DecisionStore
 from sre_agent.adapters.kube.executor import Executor
 from sre_agent.adapters.kube.gatherer import Gatherer
 from sre_agent.adapters.llm import OpenAIReasoner
-from sre_agent.adapters.notify import Notifier, WebhookNotifier
+from sre_agent.adapters.notify import ApprovalWebhook, Notifier, WebhookNotifier
 from sre_agent.core.cache import DiagnosisCache
 from sre_agent.core.intake import Intake
+from sre_agent.core.lifecycle import DecisionMemory
 from sre_agent.core.pipeline import Pipeline
 from sre_agent.core.policy import ActionLedger
 from sre_agent.domain import JSON
@@ -105,7 +106,9 @@ def build_registry() -> kopf.OperatorRegistry:
 
     @kopf.on.event("sre.agentops.dev", "v1alpha1", "agentdecisions", registry=registry)
     async def decision_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        if event["type"] != "DELETED":
+        if event["type"] == "DELETED":
+            service_of(memo).forget_decision(body(event))
+        else:
             await service_of(memo).on_decision(body(event))
 
     return registry
@@ -157,6 +160,10 @@ def build_service(settings: Settings, kube: KubeClient, metrics: Metrics, who: s
         ),
         ledger=ledger,
         metrics=metrics,
+        memory=DecisionMemory(settings.policy.suppression),
+        approval_webhook=ApprovalWebhook(settings.approval_webhook_url, settings.approval_webhook_format)
+        if settings.approval_webhook_url
+        else None,
         tuning=Tuning(
             decision_ttl_seconds=settings.decision_ttl_seconds,
             retention_seconds=settings.retention_seconds,
@@ -225,6 +232,7 @@ async def operate(settings: Settings, kube: KubeClient) -> int:
         identity=who,
         priority=settings.peering_priority,
         namespaces=settings.namespaces,
+        on_activate=service.rebuild,
     )
     loops = [
         asyncio.create_task(

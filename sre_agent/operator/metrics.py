@@ -93,6 +93,29 @@ class Metrics:
             ["phase"],
             registry=r,
         )
+        self.decisions_pending = Gauge(
+            "sre_agent_decisions_pending",
+            "AgentDecisions waiting for approval now, by namespace (kept right by the sweep)",
+            ["namespace"],
+            registry=r,
+        )
+        self.oldest_pending = Gauge(
+            "sre_agent_decision_pending_oldest_seconds",
+            "Age of the oldest AgentDecision waiting for approval (0 when none)",
+            registry=r,
+        )
+        self.not_decided = Gauge(
+            "sre_agent_incidents_not_decided",
+            "Incidents not decided again because an open decision covers them or a closed one suppresses them",
+            ["reason"],
+            registry=r,
+        )
+        self.notifications = Counter(
+            "sre_agent_approval_notifications",
+            "Approval requests announced, by channel (event, webhook) and outcome",
+            ["channel", "outcome"],
+            registry=r,
+        )
         self.nodes_unhealthy = Gauge(
             "sre_agent_nodes_unhealthy",
             "Nodes NotReady or under pressure, by condition",
@@ -118,6 +141,16 @@ class Metrics:
             pass
 
         return PipelineObserver(on_diagnosis=on_diagnosis, on_fallback=on_fallback, on_cache=on_cache)
+
+    def set_pending(self, per_namespace: dict[str, int], oldest_seconds: float) -> None:
+        """The pending-approval gauges from a full count (namespaces no longer listed drop to 0)."""
+        known = {tuple(sample.labels.values()) for m in self.decisions_pending.collect() for sample in m.samples}
+        for (namespace,) in known:
+            if namespace not in per_namespace:
+                self.decisions_pending.labels(namespace).set(0)
+        for namespace, count in per_namespace.items():
+            self.decisions_pending.labels(namespace).set(count)
+        self.oldest_pending.set(max(0.0, oldest_seconds))
 
     def block(self, reason: str) -> None:
         self.blocked.labels(reason_kind(reason)).inc()

@@ -4,12 +4,16 @@ kopf pauses its watches and handlers when another live operator with the same pe
 a higher (or the same) priority. The sweep and resync loops are not kopf handlers, so they ask
 this gate before each round: it reads the (Cluster)KopfPeering object kopf maintains and applies
 kopf's rule. In standalone mode there is no peering and the gate is always open.
+
+When this replica becomes the active one again after another peer held the lead, the gate calls
+`on_activate` (the service rebuilds its action ledger and decision memory from the
+AgentDecisions, since the other peer acted and decided meanwhile) before answering True.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from sre_agent.adapters.kube.client import KubeClient, KubeError
@@ -49,6 +53,7 @@ class PeeringGate:
         identity: str,
         priority: int,
         namespaces: Sequence[str] = (),
+        on_activate: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.kube = kube  # None: standalone
         self.name = name
@@ -56,6 +61,8 @@ class PeeringGate:
         self.priority = priority
         self.namespaces = tuple(namespaces)
         self._paused_for: tuple[str, ...] = ()
+        self.on_activate = on_activate
+        self.activations = 0  # how often this replica took over from another peer
 
     async def active(self) -> bool:
         if self.kube is None:
@@ -77,9 +84,14 @@ class PeeringGate:
             )
         )
         if blockers != self._paused_for:
+            took_over = bool(self._paused_for) and not blockers
             if blockers:
                 log.info("Periodic work paused in favour of peers %s", ", ".join(blockers))
             else:
                 log.info("Periodic work resumed: no other active peer")
             self._paused_for = blockers
+            if took_over:
+                self.activations += 1
+                if self.on_activate is not None:
+                    await self.on_activate()
         return not blockers

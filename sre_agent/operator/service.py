@@ -4,10 +4,14 @@ Built once by `operator.app` and handed to the kopf handlers through `memo`; eve
 is one call into this object. Nothing here knows kopf, so it is the same code whatever
 delivers the events.
 
-- `on_pod`: cheap symptom check of the pod body -> intake (dedupe, group per workload,
-  cooldown) -> for the first pod of a group only: gather -> `Pipeline.decide` (rules or LLM,
-  the same pipeline replay runs) -> record an AgentDecision with the redacted incident ->
-  execute at once when the policy allows it, else wait for approval (or record it blocked).
+- `on_pod`: cheap symptom check of the pod body (plus its Events, read at a bounded rate, for
+  pods that may be ProbeFailure or FailedMount) -> intake (dedupe, group per workload and root
+  cause, cooldown) -> decision memory (`core.lifecycle`: one open decision per workload and
+  cause, closed ones suppress for the policy's time) -> for the first pod of a group only:
+  gather -> `Pipeline.decide` (rules or LLM, the same pipeline replay runs) -> record an
+  AgentDecision (deterministic name) with the redacted incident -> execute at once when the
+  policy allows it, else wait for approval (announced by Events and the approval webhook), or
+  record it blocked.
 - `on_node`: NotReady / pressure -> log and gauge; pods of a NotReady node are decided as
   NodeNotReady incidents.
 - `on_decision`: `spec.approved` true on a pending decision -> re-check (not expired, target
@@ -15,7 +19,12 @@ delivers the events.
   resourceVersion-guarded status write, so a re-delivered event or a second replica can never
   execute twice; false -> Rejected.
 - `sweep`: pending decisions past `spec.expiresAt` -> Expired; decisions older than the
-  retention -> deleted. `resync`: every pod again, for symptoms that appear with time.
+  retention -> deleted; the decision memory and the pending gauges refreshed from the list.
+  `resync`: every pod again, for symptoms that appear with time.
+- `rebuild`: the action ledger and the decision memory from the AgentDecisions, at start and
+  whenever this replica becomes the active peer.
+
+The rules (phases, expiry, staleness, suppression) live in `core.lifecycle`; this is I/O glue.
 """
 
 from __future__ import annotations
@@ -24,35 +33,84 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sre_agent.adapters.kube.capture import redacted_incident
 from sre_agent.adapters.kube.client import KubeClient, KubeError
 from sre_agent.adapters.kube.decisions import (
+    API_VERSION,
+    KIND,
+    PLURAL,
     DecisionFormatError,
     DecisionStore,
-    Phase,
     RecordedDecision,
+    rfc3339,
 )
 from sre_agent.adapters.kube.executor import ActionRefused, Executor
 from sre_agent.adapters.kube.gatherer import Gatherer
+from sre_agent.adapters.notify import ApprovalWebhook, approval_text
 from sre_agent.core.intake import Admission, Intake, Verdict
+from sre_agent.core.lifecycle import (
+    ANNOTATION_WORKLOAD,
+    INTERRUPTED_MESSAGE,
+    LABEL_CAUSE,
+    LABEL_WORKLOAD,
+    OPEN_PHASES,
+    Answer,
+    DecisionMemory,
+    MemoryKey,
+    Observed,
+    Phase,
+    Recall,
+    Remembered,
+    SweepStep,
+    decision_name,
+    expired,
+    initial_phase,
+    lookups_for,
+    stale_reason,
+    sweep_step,
+)
 from sre_agent.core.pipeline import Pipeline
-from sre_agent.core.policy import ActionLedger, action_target
+from sre_agent.core.policy import ActionLedger
 from sre_agent.core.reasoning import Clock
-from sre_agent.core.symptoms import Thresholds, detect, node_is_not_ready, parse_time
-from sre_agent.domain import CORDON_NODE, JSON, SCALE_DEPLOYMENT, Decision, Symptom
+from sre_agent.core.symptoms import Thresholds, detect, needs_events, node_is_not_ready, parse_time
+from sre_agent.domain import JSON, Decision, ObjectRef, Symptom
 from sre_agent.operator.metrics import Metrics
 
 log = logging.getLogger("sre_agent.operator")
 
 PRESSURE_CONDITIONS = ("MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable")
+PENDING_REASON = "DecisionPendingApproval"  # the Event reason announcing a decision to approve
+MAX_EVENT_MESSAGE = 1024
+# Symptoms a pod's Events can still outrank (ProbeFailure comes before them in the precedence).
+_EVENTS_MAY_CHANGE = frozenset({Symptom.HEALTHY, Symptom.CRASH_LOOP, Symptom.HIGH_RESTARTS})
 
 
 def _key(obj: JSON) -> str:
     meta = obj.get("metadata") or {}
     ns = meta.get("namespace")
     return f"{ns}/{meta.get('name', '')}" if ns else str(meta.get("name", ""))
+
+
+def remembered(obj: JSON) -> tuple[MemoryKey, Remembered] | None:
+    """What the decision memory keeps of an AgentDecision object (None: not one the memory knows)."""
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else None
+    if not meta or not isinstance(meta.get("name"), str) or not isinstance(meta.get("namespace"), str):
+        return None
+    labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
+    key = MemoryKey.from_labels(meta["namespace"], labels or {})
+    if key is None:
+        return None
+    status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
+    assert isinstance(status, dict)
+    try:
+        phase: Phase | None = Phase(str(status.get("phase"))) if status.get("phase") else None
+    except ValueError:
+        return None
+    created = parse_time(meta.get("creationTimestamp"))
+    closed = parse_time(status.get("finishedAt")) if phase is not None and phase not in OPEN_PHASES else None
+    return key, Remembered(meta["name"], phase, created, closed)
 
 
 def node_problems(node: JSON) -> list[str]:
@@ -94,6 +152,8 @@ class AgentService:
         ledger: ActionLedger,
         metrics: Metrics,
         tuning: Tuning,
+        memory: DecisionMemory,
+        approval_webhook: ApprovalWebhook | None = None,
     ) -> None:
         self.kube = kube
         self.clock = clock
@@ -105,25 +165,46 @@ class AgentService:
         self.ledger = ledger
         self.metrics = metrics
         self.tuning = tuning
+        self.memory = memory
+        self.approval_webhook = approval_webhook
         self._slots = asyncio.Semaphore(tuning.concurrency)
+        self._ledger_stale = False  # the last rebuild failed: the next sweep tries again
         self._bad_nodes: dict[str, JSON] = {}  # name -> node body, for nodes NotReady now
         self._node_problems: dict[str, tuple[str, ...]] = {}
         self._warned: set[str] = set()  # malformed decisions already reported
         self._in_flight: set[str] = set()  # decisions this process is executing right now
         self._executing_seen: set[str] = set()  # Executing (and not ours) at the previous sweep
 
-    # ------------------------------------------------------------------ start-up
+    # ------------------------------------------------------------------ start-up / take-over
     async def start(self) -> None:
-        """Rebuild the action ledger from executed decisions, so cooldowns survive restarts."""
+        """Rebuild the ledger and the decision memory, so cooldowns and suppression survive restarts."""
+        await self.rebuild("start")
+
+    async def rebuild(self, why: str = "this replica became the active peer") -> None:
+        """The action ledger (cooldowns, rate limits) and the decision memory from the AgentDecisions.
+
+        Called at start and whenever this replica takes over from another peer, which acted and
+        decided meanwhile. Never raises: on an API error the next sweep tries again.
+        """
         try:
             objects = await self._decision_objects()
         except KubeError as exc:
-            log.warning("Could not list AgentDecisions to rebuild the action ledger: %s", exc)
+            self._ledger_stale = True
+            log.warning("Could not list AgentDecisions to rebuild the ledger and memory (%s): %s", why, exc)
             return
+        restored = self._rebuild_ledger(objects)
+        remembered = self._rebuild_memory(objects)
+        log.info(
+            "Rebuilt at %s: action ledger from %d executed decision(s), decision memory from %d decision(s)",
+            why,
+            restored,
+            remembered,
+        )
+
+    def _rebuild_ledger(self, objects: list[JSON]) -> int:
+        self.ledger.entries.clear()
         restored = 0
         for obj in objects:
-            if not self._watched((obj.get("metadata") or {}).get("namespace")):
-                continue
             try:
                 rec = RecordedDecision.from_object(obj)
             except DecisionFormatError:
@@ -131,20 +212,37 @@ class AgentService:
             executed_at = parse_time((obj.get("status") or {}).get("executedAt"))
             if rec.phase != Phase.EXECUTED or executed_at is None:
                 continue
-            target = action_target(rec.request())
-            if target is not None:
-                self.ledger.record(rec.action.name, target, executed_at)
-                restored += 1
-        log.info("Action ledger rebuilt from %d executed decision(s)", restored)
+            self.ledger.record_action(rec.request(), executed_at)
+            restored += 1
+        self._ledger_stale = False
+        return restored
+
+    def _rebuild_memory(self, objects: list[JSON]) -> int:
+        count = self.memory.replace_all(found for obj in objects if (found := remembered(obj)) is not None)
+        self._refresh_pending_gauge()
+        return count
+
+    def _refresh_pending_gauge(self) -> None:
+        per_namespace, oldest = self.memory.pending(self.clock.now())
+        self.metrics.set_pending(per_namespace, oldest)
 
     def _watched(self, namespace: object) -> bool:
         return not self.tuning.namespaces or namespace in self.tuning.namespaces
 
     # ------------------------------------------------------------------ pods
-    def symptom_of(self, pod: JSON, node: JSON | None = None) -> Symptom:
+    def symptom_of(self, pod: JSON, node: JSON | None = None, events: tuple[JSON, ...] = ()) -> Symptom:
         if node is None:
             node = self._bad_nodes.get(str((pod.get("spec") or {}).get("nodeName") or ""))
-        return detect(pod, (), node, self.clock.now(), self.tuning.thresholds)
+        return detect(pod, events, node, self.clock.now(), self.tuning.thresholds)
+
+    async def detect_live(self, pod: JSON, node: JSON | None = None) -> Symptom:
+        """The same detector replay runs: the pod body first, then its Events for the pods that may
+        be ProbeFailure or FailedMount (read at most once per pod per interval by the gatherer)."""
+        symptom = self.symptom_of(pod, node)
+        if symptom in _EVENTS_MAY_CHANGE and needs_events(pod, self.clock.now(), self.tuning.thresholds):
+            events = tuple(await self.gatherer.events_for_detection(pod))
+            symptom = self.symptom_of(pod, node, events)
+        return symptom
 
     async def on_pod(self, pod: JSON, node: JSON | None = None) -> Decision | None:
         """One pod event (or re-check). Returns the decision made, if this pod was decided."""
@@ -154,7 +252,7 @@ class AgentService:
             node = self._bad_nodes.get(str((pod.get("spec") or {}).get("nodeName") or ""))
             if node is None:
                 return None  # an ordinary deletion in progress, not a stuck pod
-        symptom = self.symptom_of(pod, node)
+        symptom = await self.detect_live(pod, node)
         if symptom == Symptom.HEALTHY:
             return None
         admission = self.intake.offer(pod, symptom)
@@ -171,17 +269,65 @@ class AgentService:
             )
         if not admission.decide:
             return None
+        key = self.memory_key(pod, admission)
+        if not self._may_decide(pod, symptom, admission, self.memory.recall(key, self.clock.now())):
+            return None
         log.info("Incident %s: deciding about pod %s", admission.group.key, _key(pod))
         async with self._slots:
             try:
-                return await self._decide(pod, node, admission)
+                # The memory may lag behind another replica or an operator that just stopped: the
+                # decisions of this workload and cause, listed by label, are the authority.
+                answer = await self._recall_from_cluster(key)
+                if not self._may_decide(pod, symptom, admission, answer):
+                    return None
+                return await self._decide(pod, node, admission, key, answer.sequence)
             except (KubeError, DecisionFormatError) as exc:
                 self.metrics.decision_errors.inc()
                 self.intake.forget(admission.group.key)
                 log.warning("Could not decide about pod %s: %s", _key(pod), exc)
                 return None
 
-    async def _decide(self, pod: JSON, node: JSON | None, admission: Admission) -> Decision | None:
+    @staticmethod
+    def memory_key(pod: JSON, admission: Admission) -> MemoryKey:
+        namespace = str((pod.get("metadata") or {}).get("namespace") or "")
+        return MemoryKey.of(namespace, str(admission.group.key.owner), admission.group.key.cause)
+
+    def _may_decide(self, pod: JSON, symptom: Symptom, admission: Admission, answer: Answer) -> bool:
+        if answer.recall == Recall.NEW:
+            return True
+        if answer.recall == Recall.OPEN:
+            self.metrics.not_decided.labels("open").inc()
+            log.info(
+                "Pod %s (%s) joins open AgentDecision %s/%s (%s)",
+                _key(pod),
+                symptom.value,
+                (pod.get("metadata") or {}).get("namespace"),
+                answer.decision,
+                admission.group.key,
+            )
+        else:
+            self.metrics.not_decided.labels("suppressed").inc()
+            log.info(
+                "Pod %s (%s): no new decision until %s, suppressed by AgentDecision %s/%s",
+                _key(pod),
+                symptom.value,
+                rfc3339(answer.until) if answer.until else "?",
+                (pod.get("metadata") or {}).get("namespace"),
+                answer.decision,
+            )
+        return False
+
+    async def _recall_from_cluster(self, key: MemoryKey) -> Answer:
+        selector = f"{LABEL_WORKLOAD}={key.workload},{LABEL_CAUSE}={key.cause.value}"
+        for obj in await self.kube.list_objects(API_VERSION, PLURAL, key.namespace, label_selector=selector):
+            found = remembered(obj)
+            if found is not None and not (obj.get("metadata") or {}).get("deletionTimestamp"):
+                self.memory.observe(*found)
+        return self.memory.recall(key, self.clock.now())
+
+    async def _decide(
+        self, pod: JSON, node: JSON | None, admission: Admission, key: MemoryKey, sequence: int
+    ) -> Decision | None:
         ctx = await self.gatherer.gather(pod, node=node)
         decision = await self.pipeline.decide(ctx)
         if decision is None:
@@ -189,32 +335,33 @@ class AgentService:
             log.info("Pod %s is healthy after all; no decision", _key(pod))
             return None
         verdict = decision.verdict
-        if verdict.outcome == "blocked":
-            phase, message = Phase.BLOCKED, f"blocked by policy: {verdict.reason}"
-        elif verdict.dry_run:
-            phase, message = (
-                Phase.BLOCKED,
-                f"dry-run policy, not executed ({verdict.outcome}: {verdict.reason})",
-            )
-        elif verdict.outcome == "allowed":
-            phase, message = Phase.APPROVED, f"auto-approved: {verdict.reason}"
-        else:
-            phase, message = Phase.PENDING_APPROVAL, f"waiting for approval: {verdict.reason}"
+        phase, message = initial_phase(verdict)
         if admission.group.size > 1:
             message += f" ({admission.group.size} pods of {admission.group.key.owner})"
-        expires_at = self.clock.now() + timedelta(seconds=self.tuning.decision_ttl_seconds)
+        now = self.clock.now()
+        expires_at = now + timedelta(seconds=self.tuning.decision_ttl_seconds)
         incident = redacted_incident(ctx, decision.incident_id, None)
+        owner = admission.group.key.owner
         rec, created = await self.store.record(
-            decision, phase=phase, message=message, expires_at=expires_at, incident=incident
+            decision,
+            phase=phase,
+            message=message,
+            expires_at=expires_at,
+            incident=incident,
+            name=decision_name(owner.name, key, sequence),
+            labels=key.labels(),
+            annotations={ANNOTATION_WORKLOAD: str(owner)[:253]},
         )
+        self.memory.observe(key, Remembered(rec.name, rec.phase, rec.created_at or now))
         if not created:
             log.info(
-                "Incident %s already has open decision %s (%s)",
+                "Incident %s already has decision %s (%s)",
                 admission.group.key,
                 rec.key,
                 rec.phase.value if rec.phase else "unset",
             )
             return decision
+        self._refresh_pending_gauge()
         d = decision.diagnosis
         self.metrics.decisions.labels(d.source, d.action.name, phase.value).inc()
         if phase == Phase.BLOCKED:
@@ -231,7 +378,36 @@ class AgentService:
         )
         if phase == Phase.APPROVED:
             await self.execute(rec, approved=False)
+        elif phase == Phase.PENDING_APPROVAL:
+            await self.announce(rec, decision, expires_at)
         return decision
+
+    async def announce(self, rec: RecordedDecision, decision: Decision, expires_at: datetime) -> None:
+        """Tell the approvers: an Event on the target and on the decision, and the approval webhook."""
+        request = {
+            "decision": rec.name,
+            "namespace": rec.namespace,
+            "kind": rec.target.kind,
+            "target": rec.target.name,
+            "symptom": rec.symptom.value,
+            "category": rec.category.value,
+            "action": rec.action.name,
+            "confidence": rec.confidence,
+            "diagnosis": decision.diagnosis.summary,
+            "expiresAt": rfc3339(expires_at),
+        }
+        message = approval_text(request)[:MAX_EVENT_MESSAGE]
+        itself = ObjectRef(KIND, rec.name, rec.namespace, uid=rec.uid, api_version=API_VERSION)
+        for obj in (rec.target, itself):
+            try:
+                await self.executor._post_event(obj, obj.uid, PENDING_REASON, message)
+                self.metrics.notifications.labels("event", "sent").inc()
+            except KubeError as exc:
+                self.metrics.notifications.labels("event", "failed").inc()
+                log.warning("Could not post a %s Event on %s: %s", PENDING_REASON, obj.key(), exc)
+        if self.approval_webhook is not None:
+            delivered = await self.approval_webhook.announce(request)
+            self.metrics.notifications.labels("webhook", "sent" if delivered else "failed").inc()
 
     # ------------------------------------------------------------------ nodes
     async def on_node(self, node: JSON) -> None:
@@ -282,6 +458,10 @@ class AgentService:
         meta = obj.get("metadata") or {}
         if meta.get("deletionTimestamp") or not self._watched(meta.get("namespace")):
             return
+        found = remembered(obj)
+        if found is not None:
+            self.memory.observe(*found)
+            self._refresh_pending_gauge()
         try:
             rec = RecordedDecision.from_object(obj)
         except DecisionFormatError as exc:
@@ -301,9 +481,16 @@ class AgentService:
             # Approved but not yet executing: this replica (or a previous one) stopped in between.
             await self.execute(rec, approved=rec.approved is True)
 
+    def forget_decision(self, obj: JSON) -> None:
+        """An AgentDecision was deleted: it neither blocks nor suppresses a new one any more."""
+        found = remembered(obj)
+        if found is not None:
+            self.memory.forget(found[0], found[1].name)
+            self._refresh_pending_gauge()
+
     async def _approved(self, rec: RecordedDecision, obj: JSON) -> None:
         now = self.clock.now()
-        if rec.expires_at is not None and now >= rec.expires_at:
+        if expired(rec.expires_at, now) and rec.expires_at is not None:
             await self._move(rec, Phase.EXPIRED, f"approved after it expired at {rec.expires_at.isoformat()}")
             return
         try:
@@ -324,34 +511,37 @@ class AgentService:
         await self.execute(approved, approved=True)
 
     async def _stale_reason(self, rec: RecordedDecision) -> str:
-        """Why an approved decision no longer applies ("" when it still does)."""
-        if rec.action.name == CORDON_NODE:
-            node = await self.kube.get_node(rec.node) if rec.node else None
-            if node is None:
-                return f"node {rec.node or '?'} no longer exists"
-            if not node_problems(node):
-                return f"node {rec.node} is healthy again"
-            return ""
-        if rec.action.name == SCALE_DEPLOYMENT and rec.owner is not None:
-            owner = await self.kube.get_workload(
-                rec.owner.api_version, rec.owner.kind, rec.owner.namespace, rec.owner.name
+        """Why an approved decision no longer applies ("" when it still does): read, then ask the core."""
+        look = lookups_for(rec.action.name, rec.target)
+        node = await self.kube.get_node(rec.node) if look.node and rec.node else None
+        owner_exists = True
+        if look.owner and rec.owner is not None:
+            owner = rec.owner
+            owner_exists = (
+                await self.kube.get_workload(owner.api_version, owner.kind, owner.namespace, owner.name)
+                is not None
             )
-            if owner is None:
-                return f"{rec.owner.kind} {rec.owner.namespace}/{rec.owner.name} no longer exists"
-        if rec.target.kind != "Pod":
-            return ""
-        pod = await self.kube.get_pod(rec.target.namespace, rec.target.name)
-        if pod is None or (rec.target.uid and (pod.get("metadata") or {}).get("uid") != rec.target.uid):
-            if rec.action.name == SCALE_DEPLOYMENT:
-                return ""  # the deployment still exists; its pods come and go
-            return f"pod {rec.target.namespace}/{rec.target.name} no longer exists"
-        node_name = str((pod.get("spec") or {}).get("nodeName") or "")
-        node = await self.kube.get_node(node_name) if node_name else None
-        events = await self.kube.events_for(rec.target.namespace, str(pod["metadata"].get("uid") or ""))
-        symptom = detect(pod, events, node, self.clock.now(), self.tuning.thresholds)
-        if symptom == Symptom.HEALTHY:
-            return f"pod {rec.target.namespace}/{rec.target.name} is healthy now"
-        return ""
+        pod = pod_node = None
+        events: tuple[JSON, ...] = ()
+        if look.pod:
+            pod = await self.kube.get_pod(rec.target.namespace, rec.target.name)
+            uid = str(((pod or {}).get("metadata") or {}).get("uid") or "")
+            if pod is not None and (not rec.target.uid or uid == rec.target.uid):
+                node_name = str((pod.get("spec") or {}).get("nodeName") or "")
+                pod_node = await self.kube.get_node(node_name) if node_name else None
+                events = tuple(await self.kube.events_for(rec.target.namespace, uid))
+        return stale_reason(
+            action=rec.action.name,
+            target=rec.target,
+            node_name=rec.node,
+            owner=rec.owner,
+            observed=Observed(
+                node=node, owner_exists=owner_exists, pod=pod, pod_node=pod_node, events=events
+            ),
+            node_problems=node_problems(node) if node is not None else (),
+            now=self.clock.now(),
+            thresholds=self.tuning.thresholds,
+        )
 
     async def execute(self, rec: RecordedDecision, *, approved: bool) -> RecordedDecision | None:
         """Approved -> Executing -> Executed / Failed; the first step is the once-only gate."""
@@ -403,36 +593,44 @@ class AgentService:
 
     # ------------------------------------------------------------------ periodic work
     async def sweep(self) -> None:
-        """Expire pending decisions past spec.expiresAt; delete decisions older than the retention."""
+        """Expire pending decisions past spec.expiresAt; delete decisions older than the retention;
+        fail decisions left Executing; refresh the decision memory and the pending gauges."""
         now = self.clock.now()
         retention = (
             timedelta(seconds=self.tuning.retention_seconds) if self.tuning.retention_seconds else None
         )
+        objects = await self._decision_objects()
+        if self._ledger_stale:
+            self._rebuild_ledger(objects)
+        self._rebuild_memory(objects)
         executing_now: set[str] = set()
-        for obj in await self._decision_objects():
+        for obj in objects:
             try:
                 rec = RecordedDecision.from_object(obj)
             except DecisionFormatError:
                 continue
-            if rec.phase == Phase.EXECUTING and rec.key not in self._in_flight:
-                # Left Executing by an operator that stopped mid-action. Whether the action took
-                # effect is unknown, so it is never retried blindly: it fails, for a human to look at.
+            step = sweep_step(
+                rec.phase,
+                created_at=rec.created_at,
+                expires_at=rec.expires_at,
+                now=now,
+                retention=retention,
+                ours_in_flight=rec.key in self._in_flight,
+                executing_last_sweep=rec.key in self._executing_seen,
+            )
+            if step == SweepStep.WATCH_EXECUTING:
                 executing_now.add(rec.key)
-                if rec.key in self._executing_seen and await self._move(
-                    rec,
-                    Phase.FAILED,
-                    "interrupted: the operator stopped while executing; not retried, check the target",
-                    expect=Phase.EXECUTING,
-                ):
+            elif step == SweepStep.FAIL_INTERRUPTED:
+                executing_now.add(rec.key)
+                if await self._move(rec, Phase.FAILED, INTERRUPTED_MESSAGE, expect=Phase.EXECUTING):
                     log.warning("AgentDecision %s was left Executing; marked Failed", rec.key)
-                continue
-            old = retention is not None and rec.created_at is not None and now - rec.created_at > retention
-            if old and rec.phase not in (Phase.APPROVED, Phase.EXECUTING):
+            elif step == SweepStep.DELETE:
                 await self.store.delete(rec.namespace, rec.name)
+                self.forget_decision(obj)
                 log.info("Deleted AgentDecision %s (older than the retention)", rec.key)
-                continue
-            due = rec.phase == Phase.PENDING_APPROVAL and rec.expires_at is not None and now >= rec.expires_at
-            if due and await self._move(rec, Phase.EXPIRED, f"nobody approved it before {rec.expires_at}"):
+            elif step == SweepStep.EXPIRE and await self._move(
+                rec, Phase.EXPIRED, f"nobody approved it before {rec.expires_at}"
+            ):
                 log.info("AgentDecision %s expired", rec.key)
         self._executing_seen = executing_now
 

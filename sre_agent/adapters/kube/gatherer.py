@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sre_agent.adapters.kube.client import KubeClient, KubeError
@@ -42,6 +44,9 @@ class GatherLimits:
     limit_bytes: int = 64 * 1024
     log_timeout_seconds: float = 5.0
     max_events: int = 100
+    # Events read for symptom detection (ProbeFailure, FailedMount): at most once per pod per interval.
+    detection_events_interval_seconds: float = 30.0
+    detection_events_pods: int = 5000  # pods whose last read is remembered (oldest dropped first)
 
 
 def controller_ref(obj: JSON) -> JSON | None:
@@ -73,6 +78,8 @@ class Gatherer:
         self.clock = clock
         self.limits = limits or GatherLimits()
         self._metrics_served: bool | None = None  # learnt on first use
+        self._detection_events: OrderedDict[str, tuple[datetime, list[JSON]]] = OrderedDict()
+        self.detection_event_reads = 0  # API calls made by events_for_detection (for tests and logs)
 
     async def _safe(self, what: str, pod: JSON, call: Callable[[], Awaitable[T]], default: T) -> T:
         try:
@@ -122,6 +129,29 @@ class Gatherer:
             return [strip_managed_fields(e) for e in found[-self.limits.max_events :]]
 
         return await self._safe("events", pod, call, [])
+
+    async def events_for_detection(self, pod: JSON) -> list[JSON]:
+        """The pod's Events for symptom detection, read from the API at most once per pod per interval.
+
+        The operator calls this only for pods that may be ProbeFailure or FailedMount
+        (`core.symptoms.needs_events`); within the interval the previous answer is reused, so a
+        pod that changes often costs one list call per interval, whatever its event rate.
+        """
+        uid = str((pod.get("metadata") or {}).get("uid") or "")
+        if not uid:
+            return []
+        now = self.clock.now()
+        interval = timedelta(seconds=self.limits.detection_events_interval_seconds)
+        cached = self._detection_events.get(uid)
+        if cached is not None and now - cached[0] < interval:
+            return cached[1]
+        self.detection_event_reads += 1
+        events = await self.events(pod)
+        self._detection_events[uid] = (now, events)
+        self._detection_events.move_to_end(uid)
+        while len(self._detection_events) > self.limits.detection_events_pods:
+            self._detection_events.popitem(last=False)
+        return events
 
     async def logs(self, pod: JSON) -> dict[str, dict[str, str]]:
         """Current and (when the container restarted) previous logs per container."""
