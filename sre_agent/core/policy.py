@@ -8,6 +8,7 @@ history of executed actions (the ledger) are passed in.
 from __future__ import annotations
 
 import json
+import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -131,15 +132,47 @@ def _schema() -> dict[str, Any]:
     return schema
 
 
+MAX_POLICY_BYTES = 1024 * 1024
+
+
+def _non_finite(data: Any) -> tuple[str, float] | None:
+    """The path and value of the first NaN or infinity anywhere in a decoded document, if any.
+
+    JSON Schema's bounds never reject NaN (every comparison with it is false), so `.nan` would pass
+    `minimum: 0, maximum: 1` and then compare false against every confidence.
+    """
+    seen: set[int] = set()
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return where or "(top level)", value
+        if isinstance(value, dict | list) and id(value) not in seen:  # YAML aliases share objects
+            seen.add(id(value))
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in reversed(list(items)))
+            if isinstance(value, dict):
+                stack.extend((where or "(top level)", k) for k in value)
+    return None
+
+
 def parse_policy(data: Any, origin: str = "<policy>") -> Policy:
     """Validate a decoded policy document and build a Policy, or raise PolicyError."""
+    bad = _non_finite(data)
+    if bad is not None:
+        raise PolicyError(f"{origin}: invalid policy at {bad[0]}: {bad[1]} is not a finite number")
     errors = sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(data), key=lambda e: list(e.path))
     if errors:
         first = errors[0]
         where = ".".join(str(p) for p in first.absolute_path) or "(top level)"
-        raise PolicyError(f"{origin}: invalid policy at {where}: {first.message}")
+        raise PolicyError(f"{origin}: invalid policy at {where}: {' '.join(first.message.split())[:300]}")
     actions: dict[str, ActionRule] = {}
     for name, raw in (data.get("actions") or {}).items():
+        if name not in BUILTIN_ACTIONS:
+            raise PolicyError(
+                f"{origin}: invalid policy at actions.{name}: unknown action {name!r} "
+                f"(known: {', '.join(BUILTIN_ACTIONS)})"
+            )
         rule = ActionRule(
             enabled=raw.get("enabled", True),
             require_approval=raw.get("requireApproval", False),
@@ -182,12 +215,17 @@ def _suppression(raw: Mapping[str, Any]) -> Suppression:
 
 
 def parse_policy_text(text: str, origin: str = "<policy>") -> Policy:
+    if "\x00" in text:
+        raise PolicyError(f"{origin}: not a policy: binary content (NUL bytes)")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise PolicyError(f"{origin}:{where} is not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())[:200]
+        raise PolicyError(f"{origin}: not valid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise PolicyError(f"{origin}: not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise PolicyError(f"{origin}: invalid policy at (top level): expected a mapping")
     return parse_policy(data, origin)
@@ -196,9 +234,16 @@ def parse_policy_text(text: str, origin: str = "<policy>") -> Policy:
 def load_policy(path: str | Path) -> Policy:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(MAX_POLICY_BYTES + 1)
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read policy: {exc.strerror}") from None
+    if len(raw) > MAX_POLICY_BYTES:
+        raise PolicyError(f"{path}: not a policy: larger than {MAX_POLICY_BYTES // 1024} KiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError(f"{path}: not a policy: not UTF-8 text (byte {exc.start})") from None
     return parse_policy_text(text, str(path))
 
 

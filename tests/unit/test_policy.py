@@ -173,6 +173,97 @@ def test_missing_policy_file() -> None:
         load_policy("/nonexistent/policy.yaml")
 
 
+NON_FINITE = [".nan", ".NaN", ".inf", "-.inf", "+.Inf"]
+
+
+@pytest.mark.parametrize("value", NON_FINITE)
+@pytest.mark.parametrize(
+    ("template", "where"),
+    [
+        ("autoApproveAboveConfidence: {v}\n", "autoApproveAboveConfidence"),
+        ("cooldownSeconds: {v}\n", "cooldownSeconds"),
+        ("decisionTTLSeconds: {v}\n", "decisionTTLSeconds"),
+        ("rateLimit: {{perHour: {v}}}\n", "rateLimit.perHour"),
+        ("suppression: {{afterRejectedSeconds: {v}}}\n", "suppression.afterRejectedSeconds"),
+        ("actions:\n  scale_deployment: {{maxReplicas: {v}}}\n", "actions.scale_deployment.maxReplicas"),
+        ("description: x\nextra: [1, {v}]\n", "extra.1"),
+    ],
+)
+def test_nan_and_infinities_are_refused_wherever_a_number_is_read(
+    template: str, where: str, value: str
+) -> None:
+    with pytest.raises(PolicyError) as err:
+        parse_policy_text("kind: Policy\nname: x\n" + template.format(v=value), "p.yaml")
+    assert str(err.value).startswith(f"p.yaml: invalid policy at {where}: ")
+    assert "not a finite number" in str(err.value)
+
+
+def test_a_nan_threshold_would_have_approved_everything() -> None:
+    # Why it matters: every comparison with NaN is false, so "confidence < threshold" never holds.
+    nan_policy = replace(AUTO, auto_approve_above=float("nan"))
+    assert outcome(request("restart_pod", confidence=0.0), nan_policy) == "allowed"
+
+
+@pytest.mark.parametrize("name", ["restart_pods", "delete_namespace", "exec", "Restart_pod", "none_"])
+def test_unknown_action_names_are_refused(name: str) -> None:
+    with pytest.raises(PolicyError) as err:
+        parse_policy_text(f"kind: Policy\nname: x\nactions:\n  {name}: {{}}\n", "p.yaml")
+    message = str(err.value)
+    assert message.startswith(f"p.yaml: invalid policy at actions.{name}")
+    assert (
+        "restart_pod, scale_deployment, cordon_node, create_alert, none" in message
+        or "does not match" in message
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("cooldownSeconds: 99999999999999999999999\n", "cooldownSeconds"),  # would overflow timedelta
+        ("decisionTTLSeconds: 10000000000\n", "decisionTTLSeconds"),
+        ("actions:\n  scale_deployment: {maxReplicas: 10000000}\n", "actions.scale_deployment.maxReplicas"),
+        ("suppression: {afterRejectedSeconds: 10000000000}\n", "suppression.afterRejectedSeconds"),
+    ],
+)
+def test_numbers_too_large_to_use_are_refused(text: str, fragment: str) -> None:
+    with pytest.raises(PolicyError, match=f"invalid policy at {fragment}: .* greater than the maximum"):
+        parse_policy_text("kind: Policy\nname: x\n" + text, "p.yaml")
+
+
+UNDECODABLE: list[tuple[str, bytes, str]] = [
+    ("binary", bytes(range(256)) * 4, "not UTF-8 text"),
+    ("bad-utf8", b"kind: Policy\nname: caf\xe9\n", "not UTF-8 text (byte 22)"),
+    ("utf16", "kind: Policy\nname: x\n".encode("utf-16"), "not UTF-8 text"),
+    ("nul", b"kind: Policy\x00\nname: x\n", "binary content"),
+    ("control", b"kind: Policy\nname: x\x07\n", "not valid YAML"),
+    ("python-tag", b"kind: Policy\nname: !!python/object:os.system {}\n", "not valid YAML (line 2)"),
+    ("list", b"- a\n- b\n", "expected a mapping"),
+    ("scalar", b"just text\n", "expected a mapping"),
+    ("empty", b"", "expected a mapping"),
+    ("deep", b"[" * 20000, "not valid YAML"),
+    ("huge", b"# " + b"x" * (2 * 1024 * 1024), "larger than"),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"), [(c, f) for _, c, f in UNDECODABLE], ids=[i for i, _, _ in UNDECODABLE]
+)
+def test_a_file_that_cannot_be_decoded_gives_one_line(tmp_path: Path, content: bytes, fragment: str) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_bytes(content)
+    with pytest.raises(PolicyError) as err:
+        load_policy(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ")
+    assert fragment in message
+    assert "\n" not in message and len(message) < 400
+
+
+def test_the_shipped_policies_pass() -> None:
+    for path in sorted((Path(__file__).parents[2] / "policies").glob("*.yaml")):
+        load_policy(path)
+
+
 # --- properties: hostile proposals never get past the policy -------------------------------
 
 json_values = st.recursive(
