@@ -35,6 +35,7 @@ Variables (all optional):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,9 @@ _FALSE = frozenset({"", "0", "false", "no", "off"})
 
 class SettingsError(ValueError):
     """An SRE_AGENT_* variable is invalid; the message is one line naming it."""
+
+
+TEN_YEARS = 10 * 365 * 24 * 3600  # a bound on any duration, so `now + duration` cannot overflow
 
 
 def packaged_policy() -> Path:
@@ -109,7 +113,9 @@ class Settings:
 
         def seconds(name: str, default: float, *, allow_zero: bool = True) -> float:
             value = parsed(name, default, float, "a number of seconds")
-            if value < 0 or (value == 0 and not allow_zero) or value != value:
+            if not math.isfinite(value) or value > TEN_YEARS:
+                raise SettingsError(f"{name}={raw(name)!r}: must be a number of seconds up to {TEN_YEARS}")
+            if value < 0 or (value == 0 and not allow_zero):
                 rule = "0 or more" if allow_zero else "above 0"
                 raise SettingsError(f"{name}={raw(name)!r}: must be {rule}")
             return value

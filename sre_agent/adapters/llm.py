@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -151,9 +152,12 @@ class LLMConfig:
             if not raw:
                 return default
             try:
-                return float(raw)
+                value = float(raw)
             except ValueError:
                 raise LLMConfigError(f"{name}={raw!r}: expected a number") from None
+            if not math.isfinite(value):
+                raise LLMConfigError(f"{name}={raw!r}: expected a finite number")
+            return value
 
         def integer(name: str, default: int) -> int:
             raw = env.get(name, "").strip()
