@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kubectl from source
+# Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl and
+# metrics-server from source
 # through the Go module proxy, into a version-keyed cache outside the repo.
 # A second run with the binaries present does nothing.
 set -euo pipefail
@@ -101,6 +102,17 @@ GO
     k8s.io/kubernetes/cmd/kube-scheduler \
     k8s.io/kubernetes/cmd/kubectl \
     k8s.io/kubernetes/cmd/kubelet
+fi
+# metrics-server serves metrics.k8s.io from the real node's kubelet (kubectl top, the gatherer).
+MS_VERSION=${METRICS_SERVER_VERSION:-v0.9.0}
+if ! [ -x "$BIN/metrics-server" ] || ! "$BIN/metrics-server" --version 2>/dev/null | grep -qF -- "$MS_VERSION"; then
+  need_go
+  echo "building metrics-server $MS_VERSION (one-time, ~3 min)" >&2
+  SRC=$CACHE/src/metrics-server-$MS_VERSION; mkdir -p "$SRC"; cd "$SRC"
+  GOBIN=$SRC/bin go install -trimpath \
+    -ldflags "-s -w -X k8s.io/client-go/pkg/version.gitVersion=$MS_VERSION" \
+    "sigs.k8s.io/metrics-server/cmd/metrics-server@$MS_VERSION"
+  mv "$SRC/bin/metrics-server" "$BIN/metrics-server"
 fi
 [ $((SECONDS - T0)) -lt 2 ] || echo "build-controlplane: built in $((SECONDS - T0))s into $BIN" >&2
 echo "$BIN"

@@ -99,6 +99,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if os.environ.get("SRE_AGENT_SKIP_CLUSTER") == "1":
         pytest.skip("SRE_AGENT_SKIP_CLUSTER=1: cluster tests skipped")
     env = _with_no_proxy(dict(os.environ))
+    # kubesim plays kubelet and scheduler here: a real node would schedule its pods too.
+    # tests/node/ has the cluster with a real node.
+    env["SRE_AGENT_NODE"] = "0"
     own_dir = "SRE_AGENT_CLUSTER_DIR" not in env
     state_dir = (
         tmp_path_factory.mktemp("cluster") if own_dir else Path(env["SRE_AGENT_CLUSTER_DIR"]).resolve()

@@ -18,7 +18,7 @@ def _state(path: Path) -> dict[str, str]:
 
 
 def test_up_serves_the_pinned_release_and_down_stops_every_process(tmp_path: Path) -> None:
-    env = {**os.environ, "SRE_AGENT_CLUSTER_DIR": str(tmp_path)}
+    env = {**os.environ, "SRE_AGENT_CLUSTER_DIR": str(tmp_path), "SRE_AGENT_NODE": "0"}
     up = _run("bash", str(CLUSTER_SCRIPT), "up", env=env)
     assert up.returncode == 0, up.stderr
     assert f"export KUBECONFIG={tmp_path / 'kubeconfig'}" in up.stdout
