@@ -20,8 +20,9 @@ from sre_agent.adapters.kube.capture import (
     redacted_incident,
 )
 from sre_agent.adapters.kube.client import KubeClient
-from sre_agent.adapters.kube.decisions import API_VERSION, PLURAL, DecisionStore, Phase
+from sre_agent.adapters.kube.decisions import API_VERSION, GROUP, PLURAL, VERSION, DecisionStore, Phase
 from sre_agent.adapters.kube.gatherer import Gatherer
+from sre_agent.adapters.llm import LLMConfig, OpenAIReasoner
 from sre_agent.adapters.recorded import load_incident, parse_incident
 from sre_agent.core.pipeline import Pipeline
 from sre_agent.core.policy import default_policy
@@ -29,6 +30,7 @@ from sre_agent.domain import IncidentContext
 from sre_agent.replay import ReplayOptions, replay
 from tests.cluster import kubesim
 from tests.cluster.conftest import REPO, Cluster
+from tests.fake_llm import FakeLLM, answer_for, reply
 
 pytestmark = pytest.mark.cluster
 
@@ -295,3 +297,166 @@ async def _record_one(cluster: Cluster, namespace: str) -> None:
         )
     finally:
         kube.close()
+
+
+# -- every shape of secret issue 7 found leaking, through every path ---------------------------
+
+BLOB = "c2VjcmV0CANARY9xK2mP7vQ4wL8zR1tY6nB3hJ5fD0gS"  # base64 alphabet, high entropy
+OLD_PASSWORD = "CANARY-old-applied-pw-4410"
+LOG_LINES = (
+    "INFO starting checkout 3.2.0",
+    "DEBUG redis AUTH CANARYredisauth77",
+    '1700000000.1 [0 10.0.0.7:5000] "AUTH" "default" "CANARYmonitorpw"',
+    "DEBUG exec mysql -h db -u app -pCANARYmysqlpw shop",
+    "DEBUG curl -u deploy:CANARYcurlpw https://api.internal/v1/health",
+    "DEBUG GET /cart Cookie: theme=dark; sessionid=CANARYcookie1",
+    "DEBUG Set-Cookie: session=CANARYcookie2; Path=/; HttpOnly",
+    f"WARN retrying login with {OLD_PASSWORD}",
+    "ERROR dial tcp 10.0.4.2:5432: connect: connection refused",
+)
+
+
+def secret_shapes_pod(cluster: Cluster, namespace: str, node: str, name: str = "vault") -> dict[str, Any]:
+    """A crash-looping pod with a CANARY in split args, secret-named annotations, last-applied,
+    webhook/Stripe/base64 env values, its termination message (the log tail) and Event messages."""
+    api = cluster.api_client
+    app = {
+        "name": "app",
+        "image": "registry.example.com/shop/checkout:3.2.0",
+        "args": [
+            "--db-password",
+            "CANARY-split-db",
+            "--token",
+            "CANARY-split-tok",
+            "--api-key",
+            "CANARY-split-key",
+        ],
+        "env": [
+            {
+                "name": "NOTIFY_URL",
+                "value": "https://hooks.slack.com/services/T0CANARY/B0CANARY/CANARYslackhook",
+            },
+            {"name": "PAYMENT_CFG", "value": "sk_live_CANARY51Nq8xBvR2kd0Ty"},
+            {"name": "SETTINGS", "value": BLOB},
+            {"name": "LOG_LEVEL", "value": "info"},
+        ],
+    }
+    migrate = {
+        "name": "migrate",
+        "image": "mysql:8.0",
+        "command": ["mysql", "-h", "db", "-u", "root", "-p", "CANARY-split-mysql"],
+    }
+    old = json.loads(json.dumps(app))
+    old["env"].append({"name": "DB_PASSWORD", "value": OLD_PASSWORD})
+    last_applied = json.dumps({"apiVersion": "v1", "kind": "Pod", "spec": {"containers": [old]}})
+    client.CoreV1Api(api).create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {
+                "name": name,
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": last_applied,
+                    "example.com/api-token": "CANARY-annotation-token",
+                    "vault.example.com/db-password": "CANARY-annotation-pw",
+                    "backup.example.com/encryption-key": "CANARY-annotation-key",
+                },
+            },
+            "spec": {"containers": [app, migrate]},
+        },
+    )
+    kubesim.bind_pod(api, namespace, name, node)
+    kubesim.run_pod(api, namespace, name)
+    pod = kubesim.crash_loop(api, namespace, name, container="app", restarts=4)
+    # terminationMessagePolicy FallbackToLogsOnError: the kubelet copies the log tail here.
+    status = pod["status"]
+    for cs in status["containerStatuses"]:
+        if cs["name"] == "app":
+            cs["lastState"]["terminated"]["message"] = "\n".join(LOG_LINES)
+    client.CoreV1Api(api).patch_namespaced_pod_status(name, namespace, {"status": status})
+    for message in (
+        "Error: exec: mysql -u root -pCANARYeventmysql failed: exit status 1",
+        "alert to https://hooks.slack.com/services/T1/B2/CANARYeventhook failed; redis AUTH CANARYeventauth",
+        "upstream GET /cart Cookie: sessionid=CANARYeventcookie returned 502",
+    ):
+        kubesim.post_event(api, pod, reason="Failed", type="Warning", message=message)
+    return pod
+
+
+def assert_no_canary(text: str, where: str) -> None:
+    assert "CANARY" not in text, (
+        f"{where}: {text[max(0, text.find('CANARY') - 80) : text.find('CANARY') + 40]}"
+    )
+    assert BLOB not in text, where
+
+
+async def _capture_decide_record(
+    cluster: Cluster, namespace: str, fake_llm: FakeLLM
+) -> tuple[dict[str, Any], str]:
+    """Capture the pod, decide about it with the LLM, record the AgentDecision: (capture, CR name)."""
+    fake_llm.default = reply(answer_for("dependency_unavailable"))
+    kube = KubeClient.from_kubeconfig(str(cluster.kubeconfig))
+    reasoner = OpenAIReasoner(
+        LLMConfig(base_url=fake_llm.base_url, model="m", api_key="k", timeout_seconds=5, deadline_seconds=20)
+    )
+    clock = Clock()
+    try:
+        captured = await capture_incident(kube, namespace, "vault", clock)
+        pod = await kube.get_pod(namespace, "vault")
+        assert pod is not None
+        ctx = await Gatherer(kube, clock).gather(pod)
+        assert "CANARY" in json.dumps(ctx.pod) and "CANARY" in json.dumps(ctx.events)  # they were there
+        decision = await Pipeline(policy=default_policy(), clock=clock, reasoner=reasoner).decide(ctx)
+        assert decision is not None and decision.diagnosis.source == "llm"
+        rec, created = await DecisionStore(kube, clock).record(
+            decision,
+            phase=Phase.PENDING_APPROVAL,
+            message=decision.verdict.reason,
+            expires_at=clock.now() + timedelta(hours=1),
+            incident=redacted_incident(ctx, ctx.incident_id, None),
+        )
+        assert created
+        return captured, rec.name
+    finally:
+        await reasoner.aclose()
+        kube.close()
+
+
+def test_secret_shapes_reach_neither_llm_nor_incident_nor_files(
+    cluster: Cluster,
+    namespace: str,
+    node: str,
+    tmp_path: Path,
+    fake_llm: FakeLLM,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret_shapes_pod(cluster, namespace, node)
+
+    async def kubelet_logs(self: Gatherer, pod: dict[str, Any]) -> dict[str, dict[str, str]]:
+        text = "\n".join(LOG_LINES) + "\n"
+        return {"app": {"previous": text, "current": text}}
+
+    monkeypatch.setattr(Gatherer, "logs", kubelet_logs)  # no kubelet serves logs on this control plane
+    captured, name = asyncio.run(_capture_decide_record(cluster, namespace, fake_llm))
+
+    # The capture document: redacted, yet the diagnosis signals are still there.
+    text = json.dumps(captured)
+    assert_no_canary(text, "capture")
+    assert "connection refused" in text and "registry.example.com/shop/checkout:3.2.0" in text
+    # What the LLM received.
+    assert len(fake_llm.requests) == 1
+    assert_no_canary(json.dumps(fake_llm.requests), "LLM request")
+    assert "connection refused" in fake_llm.all_text()
+    # The AgentDecision as the API server stores it, spec.incident included.
+    stored = client.CustomObjectsApi(cluster.api_client).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, name
+    )
+    assert stored["spec"]["incident"]["pod"]["metadata"]["name"] == "vault"
+    assert_no_canary(json.dumps(stored), "AgentDecision")
+    # The files `export` and `capture` write.
+    for path in export_to_dir(namespace, tmp_path / "exported"):
+        assert_no_canary(path.read_text(), str(path))
+    out = tmp_path / "vault.yaml"
+    done = run_cli(cluster, "capture", "-n", namespace, "vault", "-o", str(out))
+    assert done.returncode == 0, done.stderr
+    assert_no_canary(out.read_text(), "capture file")
+    assert_no_canary(done.stderr, "capture stderr")
