@@ -207,6 +207,39 @@ def needs_events(pod: JSON, now: datetime, thresholds: Thresholds = Thresholds()
     return False
 
 
+def recheck_at(pod: JSON, now: datetime, thresholds: Thresholds = Thresholds()) -> datetime | None:
+    """When detection of this pod may change with time alone, with no new pod update (or None).
+
+    A real kubelet writes `Ready=False` or `ContainerCreating` once and then leaves the pod alone
+    while probes keep failing or mounts keep timing out; the operator re-checks it at this time
+    instead of waiting for the next resync.
+    """
+    status = pod.get("status") or {}
+    phase = status.get("phase")
+    grace = timedelta(seconds=thresholds.pending_grace_seconds)
+    moments: list[datetime] = []
+    if phase == "Running":
+        ready = _condition(pod, "Ready")
+        if ready is None or ready.get("status") != "False":
+            return None
+        since = parse_time(ready.get("lastTransitionTime"))
+        if since is not None:
+            moments.append(since + timedelta(seconds=thresholds.probe_failure_seconds))
+        for c in _statuses(pod, "containerStatuses"):
+            started = parse_time((_state(c).get("running") or {}).get("startedAt"))
+            if started is not None and not c.get("ready"):
+                moments.append(started + grace)
+    elif phase == "Pending" and _creating(pod, _statuses(pod, "containerStatuses")):
+        scheduled = _condition(pod, "PodScheduled")
+        since = parse_time((scheduled or {}).get("lastTransitionTime")) or parse_time(
+            (pod.get("metadata") or {}).get("creationTimestamp")
+        )
+        if since is not None:
+            moments.append(since + grace)
+    future = [m for m in moments if m > now]
+    return min(future) if future else None
+
+
 def _creating(pod: JSON, containers: list[JSON]) -> bool:
     return any(_waiting_reason(c) == "ContainerCreating" for c in containers) or (
         not containers and bool((pod.get("spec") or {}).get("nodeName"))

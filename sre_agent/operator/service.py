@@ -74,7 +74,14 @@ from sre_agent.core.lifecycle import (
 from sre_agent.core.pipeline import Pipeline
 from sre_agent.core.policy import ActionLedger
 from sre_agent.core.reasoning import Clock
-from sre_agent.core.symptoms import Thresholds, detect, needs_events, node_is_not_ready, parse_time
+from sre_agent.core.symptoms import (
+    Thresholds,
+    detect,
+    needs_events,
+    node_is_not_ready,
+    parse_time,
+    recheck_at,
+)
 from sre_agent.domain import JSON, Decision, ObjectRef, Symptom
 from sre_agent.operator.metrics import Metrics
 
@@ -83,6 +90,7 @@ log = logging.getLogger("sre_agent.operator")
 PRESSURE_CONDITIONS = ("MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable")
 PENDING_REASON = "DecisionPendingApproval"  # the Event reason announcing a decision to approve
 MAX_EVENT_MESSAGE = 1024
+MAX_RECHECKS = 10_000  # pods waiting for a timed re-check
 # Symptoms a pod's Events can still outrank (ProbeFailure comes before them in the precedence).
 _EVENTS_MAY_CHANGE = frozenset({Symptom.HEALTHY, Symptom.CRASH_LOOP, Symptom.HIGH_RESTARTS})
 
@@ -169,6 +177,7 @@ class AgentService:
         self.approval_webhook = approval_webhook
         self._slots = asyncio.Semaphore(tuning.concurrency)
         self._ledger_stale = False  # the last rebuild failed: the next sweep tries again
+        self._rechecks: dict[str, asyncio.Task[None]] = {}  # pod uid -> its scheduled re-check
         self._bad_nodes: dict[str, JSON] = {}  # name -> node body, for nodes NotReady now
         self._node_problems: dict[str, tuple[str, ...]] = {}
         self._warned: set[str] = set()  # malformed decisions already reported
@@ -244,6 +253,30 @@ class AgentService:
             symptom = self.symptom_of(pod, node, events)
         return symptom
 
+    def _recheck_later(self, pod: JSON) -> None:
+        """Look at the pod again when time alone may turn it into an incident (`recheck_at`)."""
+        meta = pod.get("metadata") or {}
+        uid = str(meta.get("uid") or "")
+        due = recheck_at(pod, self.clock.now(), self.tuning.thresholds)
+        if due is None or not uid or uid in self._rechecks or len(self._rechecks) >= MAX_RECHECKS:
+            return
+        delay = (due - self.clock.now()).total_seconds() + 1
+        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+        async def recheck() -> None:
+            try:
+                await asyncio.sleep(delay)
+            finally:
+                self._rechecks.pop(uid, None)  # from here on, on_pod may schedule the next one
+            try:
+                fresh = await self.kube.get_pod(namespace, name)
+                if fresh is not None and (fresh.get("metadata") or {}).get("uid") == uid:
+                    await self.on_pod(fresh)
+            except KubeError as exc:
+                log.info("Could not re-check pod %s/%s: %s", namespace, name, exc)
+
+        self._rechecks[uid] = asyncio.get_running_loop().create_task(recheck())
+
     async def on_pod(self, pod: JSON, node: JSON | None = None) -> Decision | None:
         """One pod event (or re-check). Returns the decision made, if this pod was decided."""
         if not self._watched((pod.get("metadata") or {}).get("namespace")):
@@ -254,6 +287,7 @@ class AgentService:
                 return None  # an ordinary deletion in progress, not a stuck pod
         symptom = await self.detect_live(pod, node)
         if symptom == Symptom.HEALTHY:
+            self._recheck_later(pod)
             return None
         admission = self.intake.offer(pod, symptom)
         if admission.verdict in (Verdict.DECIDE, Verdict.ATTACH):

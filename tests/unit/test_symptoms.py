@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from sre_agent.core.symptoms import PRECEDENCE, Thresholds, detect, matching_symptoms, needs_events
+from sre_agent.core.symptoms import (
+    PRECEDENCE,
+    Thresholds,
+    detect,
+    matching_symptoms,
+    needs_events,
+    recheck_at,
+)
 from sre_agent.domain import Symptom
 from tests.unit.podfactory import clone, event, node, pod, running, terminated, waiting
 
@@ -192,3 +199,14 @@ def test_only_pods_that_may_be_probe_failure_or_failed_mount_need_their_events()
     just_scheduled["status"]["conditions"][0]["lastTransitionTime"] = "2026-11-20T09:59:50Z"
     assert not needs_events(just_scheduled, NOW)
     assert not needs_events(pod(statuses=[waiting("CrashLoopBackOff", "", 3)]), NOW)
+
+
+def test_pods_that_may_turn_into_a_symptom_with_time_alone_are_rechecked_then() -> None:
+    just_unready = [{"type": "Ready", "status": "False", "lastTransitionTime": "2026-11-20T09:59:30Z"}]
+    p = pod(statuses=[running(ready=False)], conditions=just_unready)
+    assert recheck_at(p, NOW) == datetime.fromisoformat("2026-11-20T10:01:30+00:00")  # + probe threshold
+    creating = pod(phase="Pending", statuses=[waiting("ContainerCreating")],
+                   conditions=[{"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-11-20T09:59:50Z"}])  # fmt: skip
+    assert recheck_at(creating, NOW) == datetime.fromisoformat("2026-11-20T10:00:20+00:00")  # + grace
+    assert recheck_at(pod(statuses=[running()]), NOW) is None
+    assert recheck_at(pod(statuses=[running(ready=False)], conditions=NOT_READY), NOW) is None  # already due
