@@ -17,6 +17,7 @@ every path uses: evidence for the LLM and rules, `spec.incident`, capture and ex
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 from collections import Counter
@@ -336,3 +337,18 @@ class Redactor:
         if SENSITIVE_ANNOTATION.search(name) and text not in (None, ""):
             return MASK
         return self.obj(text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that runs the pattern redaction over every formatted log message.
+
+    Installed on the operator's log handlers, so a log line that quotes evidence (notes, signal
+    details, an API error echoing an object) gets the same patterns as the LLM prompt.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = redact_text(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True

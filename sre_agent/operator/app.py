@@ -32,6 +32,7 @@ from sre_agent.core.intake import Intake
 from sre_agent.core.lifecycle import DecisionMemory
 from sre_agent.core.pipeline import Pipeline
 from sre_agent.core.policy import ActionLedger
+from sre_agent.core.redaction import RedactingFilter
 from sre_agent.domain import JSON
 from sre_agent.operator.metrics import Metrics
 from sre_agent.operator.peering import PEERING_API, PeeringGate
@@ -57,6 +58,8 @@ def configure_logging(settings: Settings) -> None:
     log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(verbose=settings.log_level == "debug", log_format=log_format)
     logging.getLogger().setLevel(level)
+    for handler in logging.getLogger().handlers:  # log lines that quote evidence are redacted too
+        handler.addFilter(RedactingFilter())
     for noisy in ("aiohttp.access", "kubernetes.client.rest", "urllib3", "httpx", "openai"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sre_agent.core.redaction import MASK, Redactor, redact_text
+from sre_agent.core.redaction import MASK, RedactingFilter, Redactor, redact_text
 from sre_agent.domain import IncidentContext
 from tests.unit.podfactory import pod
 
@@ -202,3 +202,36 @@ def test_the_owner_s_secrets_are_known_too() -> None:
         {"name": "app", "env": [{"name": "API_TOKEN", "value": "CANARY-owner-1"}]}]}}}}  # fmt: skip
     ctx = IncidentContext(pod=pod(), owner=owner)
     assert Redactor.for_context(ctx).text("token CANARY-owner-1x") == f"token {MASK}x"
+
+
+def test_operator_log_lines_quoting_evidence_are_redacted() -> None:
+    import io
+    import logging
+
+    from sre_agent.operator.app import configure_logging
+    from sre_agent.settings import Settings
+
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level, {id(h): h.filters[:] for h in root.handlers})
+    try:
+        configure_logging(Settings.from_env({}))
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        # Every handler configure_logging left on the root logger carries the filter.
+        assert root.handlers and all(
+            any(isinstance(f, RedactingFilter) for f in h.filters) for h in root.handlers
+        )
+        handler.addFilter(RedactingFilter())
+        root.addHandler(handler)
+        logging.getLogger("sre_agent.operator").warning(
+            "Decided %s: notes: %s", "shop/x", "log says redis AUTH CANARYlog1 and Cookie: sid=CANARYlog2"
+        )
+        logging.getLogger("sre_agent.operator").warning("exit 137 OOMKilled; connection refused")
+        out = stream.getvalue()
+        assert "CANARY" not in out and "Decided shop/x: notes: log says redis AUTH" in out
+        assert "exit 137 OOMKilled; connection refused" in out
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        for h in root.handlers:
+            h.filters[:] = saved[2].get(id(h), h.filters)
