@@ -33,7 +33,17 @@ def _policy(path: str | None) -> Policy:
 
 
 def _cmd_replay(args: argparse.Namespace) -> int:
-    from sre_agent.replay import ReplayOptions, progress_bar, render_table, replay
+    from sre_agent.replay import (
+        CompareError,
+        ReplayOptions,
+        compare,
+        fallbacks,
+        llm_line,
+        load_report,
+        progress_bar,
+        render_table,
+        replay,
+    )
 
     policy = _policy(args.policy)
     options = ReplayOptions(policy=policy, use_cache=not args.no_cache)
@@ -61,15 +71,29 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     if missing:
         raise SystemExit(f"sre-agent: no such file or directory: {', '.join(missing)}")
     show = progress_bar() if (args.progress or (args.progress is None and sys.stderr.isatty())) else None
+    previous = None
+    if args.compare:
+        try:
+            previous = load_report(Path(args.compare))
+        except CompareError as exc:
+            print(f"sre-agent: {exc}", file=sys.stderr)
+            return 2
     report = asyncio.run(replay(paths, options, progress=show, cache_timer=time.monotonic))
+    if previous is not None:
+        report["comparison"] = {"previous": args.compare, **compare(previous, report)}
     if args.format == "json":
         print(json.dumps(report, indent=2))
     else:
-        print(render_table(report))
+        print(render_table(report, explain=args.explain))
     for result in report["results"]:
         if result["error"]:
             print(f"error: {result['error']}", file=sys.stderr)
-    return 1 if report["summary"]["errors"] else 0
+    llm = llm_line(report["summary"])
+    if llm and fallbacks(report):
+        print(llm, file=sys.stderr)
+    if report["summary"]["errors"]:
+        return 1
+    return 3 if args.strict and fallbacks(report) else 0
 
 
 def _cmd_check_policy(args: argparse.Namespace) -> int:
@@ -155,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--no-cache", action="store_true", help="ask the LLM for every incident")
     rp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar on stderr (default: when stderr is a terminal)")  # fmt: skip
+    rp.add_argument("--strict", action="store_true",
+                    help="exit 3 when the LLM did not answer every incident (any fallback to the rules)")  # fmt: skip
+    rp.add_argument("--explain", action="store_true",
+                    help="table: print each answer's summary, reasoning and fallback reason under its row")  # fmt: skip
+    rp.add_argument("--compare", metavar="PREVIOUS.json",
+                    help="list incidents whose category, action or policy changed since this earlier "
+                         "--format json report, and the change in every score")  # fmt: skip
     rp.set_defaults(func=_cmd_replay)
 
     run = sub.add_parser("run", help="run the operator (in-cluster, or with KUBECONFIG)")

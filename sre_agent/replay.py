@@ -1,13 +1,22 @@
 """Offline replay: run recorded incidents through the live pipeline and score the decisions.
 
 Called by `sre-agent replay`. Same Pipeline as the operator; the evidence comes from
-incident files and nothing is executed. Output follows section 5 of the incident contract.
+incident files and nothing is executed. The output is described in docs/incident-format.md
+and validated by sre_agent/schemas/replay_report.schema.json.
+
+Scoring is honest about what it does not know: a field the incident does not label is
+`null` in `correct` and counted in `unscored`, never as right. With an LLM reasoner, the
+summary says how many incidents the LLM answered and how many fell back to the rules, and
+why. `compare` lists the incidents whose category, action or policy outcome changed
+between two reports, with the change in every score.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +31,7 @@ from sre_agent.adapters.recorded import (
     load_incident,
 )
 from sre_agent.core.cache import DiagnosisCache
-from sre_agent.core.pipeline import Pipeline
+from sre_agent.core.pipeline import Pipeline, PipelineObserver
 from sre_agent.core.policy import Policy, may_execute
 from sre_agent.core.reasoning import FixedClock, Reasoner
 from sre_agent.core.symptoms import Thresholds
@@ -30,6 +39,25 @@ from sre_agent.domain import Decision
 
 # Replay has no clock of its own: an incident without captured_at is judged at this instant.
 EPOCH_FALLBACK = datetime(2026, 1, 1, tzinfo=UTC)
+
+SCORED_FIELDS = ("symptom", "category", "action")
+# The summary scores `compare` reports (the counters as well as the accuracies).
+COMPARED_SCORES = (
+    "scored",
+    "symptom_accuracy",
+    "category_accuracy",
+    "action_accuracy",
+    "forbidden_actions_proposed",
+    "forbidden_actions_allowed",
+    "errors",
+)
+# What makes an incident "changed" between two runs.
+COMPARED_FIELDS = ("category", "action", "policy")
+MAX_REASONS = 5  # distinct fallback reasons listed in the summary
+
+
+class CompareError(ValueError):
+    """The previous report given to --compare is unreadable or not a replay report."""
 
 
 @dataclass
@@ -41,27 +69,44 @@ class ReplayOptions:
     use_cache: bool = True
 
 
-def _score(expected: Expected | None, decision: Decision | None, symptom: str) -> dict[str, bool] | None:
+def score(
+    expected: Expected | None, decision: Decision | None, symptom: str
+) -> dict[str, bool | None] | None:
+    """Per labelled field, whether the decision got it right; None for a field without a label.
+
+    An action listed in `forbidden_actions` is wrong even when no acceptable action is
+    labelled (an exported rejected decision); otherwise the action is scored only against
+    `actions`. An incident without any `expected` block is not scored at all (None).
+    """
     if expected is None:
         return None
     category = decision.diagnosis.category.value if decision else None
     action = decision.action.name if decision else "none"
+    if action in expected.forbidden_actions:
+        action_ok: bool | None = False
+    elif expected.actions:
+        action_ok = action in expected.actions
+    else:
+        action_ok = None
     return {
-        "symptom": expected.symptom is None or expected.symptom == symptom,
-        "category": expected.category is None or expected.category == category,
-        "action": not expected.actions or action in expected.actions,
+        "symptom": None if expected.symptom is None else expected.symptom == symptom,
+        "category": None if expected.category is None else expected.category == category,
+        "action": action_ok,
     }
 
 
-def _result(incident: RecordedIncident, decision: Decision | None) -> dict[str, Any]:
+def _result(incident: RecordedIncident, decision: Decision | None, fallback: str | None) -> dict[str, Any]:
     symptom = decision.evidence.symptom.value if decision else "Healthy"
+    correct = score(incident.expected, decision, symptom)
     if decision is None:
         return {
             "id": incident.context.incident_id, "symptom": symptom, "category": None, "action": "none",
             "parameters": {}, "confidence": None, "source": None, "policy": None, "policy_reason": "healthy: no incident",
-            "correct": _score(incident.expected, None, symptom), "error": None, "notes": [],
+            "summary": None, "reasoning": None, "fallback_reason": None,
+            "correct": correct, "error": None, "notes": [],
         }  # fmt: skip
     d = decision.diagnosis
+    forbidden = bool(incident.expected and d.action.name in incident.expected.forbidden_actions)
     return {
         "id": decision.incident_id,
         "symptom": symptom,
@@ -72,47 +117,74 @@ def _result(incident: RecordedIncident, decision: Decision | None) -> dict[str, 
         "source": d.source,
         "policy": decision.verdict.outcome,
         "policy_reason": decision.verdict.reason,
-        "correct": _score(incident.expected, decision, symptom),
+        "summary": d.summary,
+        "reasoning": d.reasoning,
+        "fallback_reason": fallback,
+        "correct": correct,
         "error": None,
         "notes": list(d.notes),
-        "_forbidden_proposed": bool(
-            incident.expected and d.action.name in incident.expected.forbidden_actions
-        ),
-        "_forbidden_allowed": bool(
-            incident.expected
-            and d.action.name in incident.expected.forbidden_actions
-            and may_execute(decision.verdict, approved=False)
-        ),
+        "_forbidden_proposed": forbidden,
+        "_forbidden_allowed": forbidden and may_execute(decision.verdict, approved=False),
     }
 
 
 def _error_result(path: Path, message: str) -> dict[str, Any]:
     return {
         "id": path.stem, "symptom": None, "category": None, "action": None, "parameters": {},
-        "confidence": None, "source": None, "policy": None, "policy_reason": None, "correct": None,
-        "error": message, "notes": [],
+        "confidence": None, "source": None, "policy": None, "policy_reason": None,
+        "summary": None, "reasoning": None, "fallback_reason": None, "correct": None,
+        "error": " ".join(message.split()), "notes": [],
     }  # fmt: skip
 
 
-def summarise(results: Sequence[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    scored = [r for r in results if r.get("correct")]
+def summarise(
+    results: Sequence[dict[str, Any]], seconds: float, reasoner: str = "rules", llm: bool = False
+) -> dict[str, Any]:
+    """The summary block. Accuracies count only labelled fields; `unscored` counts the rest."""
+    decided = [r for r in results if not r.get("error")]
+
+    def labelled(key: str) -> list[bool]:
+        return [r["correct"][key] for r in decided if r.get("correct") and r["correct"][key] is not None]
 
     def accuracy(key: str) -> float | None:
-        if not scored:
-            return None
-        return round(sum(1 for r in scored if r["correct"][key]) / len(scored), 4)
+        marks = labelled(key)
+        return round(sum(marks) / len(marks), 4) if marks else None
 
-    return {
+    summary: dict[str, Any] = {
         "incidents": len(results),
-        "scored": len(scored),
+        "scored": sum(
+            1 for r in decided if r.get("correct") and any(v is not None for v in r["correct"].values())
+        ),
+        "unscored": {key: len(decided) - len(labelled(key)) for key in SCORED_FIELDS},
         "symptom_accuracy": accuracy("symptom"),
         "category_accuracy": accuracy("category"),
         "action_accuracy": accuracy("action"),
         "forbidden_actions_proposed": sum(1 for r in results if r.get("_forbidden_proposed")),
         "forbidden_actions_allowed": sum(1 for r in results if r.get("_forbidden_allowed")),
-        "errors": sum(1 for r in results if r.get("error")),
+        "errors": len(results) - len(decided),
         "seconds": round(seconds, 3),
+        "reasoner": reasoner,
+        "llm": None,
     }
+    if llm:
+        asked = [r for r in decided if r.get("source")]  # healthy pods ask nobody
+        reasons = Counter(r["fallback_reason"] for r in asked if r.get("fallback_reason"))
+        summary["llm"] = {
+            "asked": len(asked),
+            "answered": sum(1 for r in asked if r["source"] in ("llm", "cache")),
+            "from_cache": sum(1 for r in asked if r["source"] == "cache"),
+            "fallbacks": sum(reasons.values()),
+            "fallback_reasons": [
+                {"reason": reason, "count": count} for reason, count in reasons.most_common(MAX_REASONS)
+            ],
+        }
+    return summary
+
+
+def fallbacks(report: dict[str, Any]) -> int:
+    """How many incidents the rules decided because the LLM did not answer (0 without an LLM)."""
+    llm = report["summary"].get("llm")
+    return int(llm["fallbacks"]) if llm else 0
 
 
 async def replay(
@@ -128,6 +200,7 @@ async def replay(
     cache = DiagnosisCache(timer=cache_timer) if options.use_cache and options.reasoner else None
     results: list[dict[str, Any]] = []
     for index, path in enumerate(files, start=1):
+        fallback: list[str] = []
         try:
             incident = load_incident(path)
             pipeline = Pipeline(
@@ -137,18 +210,84 @@ async def replay(
                 reasoner_id=options.reasoner_id,
                 cache=cache,
                 thresholds=options.thresholds,
+                observer=PipelineObserver(on_fallback=fallback.append),
             )
-            results.append(_result(incident, await pipeline.decide(incident.context)))
+            decision = await pipeline.decide(incident.context)
+            results.append(_result(incident, decision, fallback[-1] if fallback else None))
         except IncidentFileError as exc:
             results.append(_error_result(path, str(exc)))
+        except (RecursionError, MemoryError) as exc:
+            results.append(
+                _error_result(path, f"{path}: too deeply nested or too large ({type(exc).__name__})")
+            )
+        except Exception as exc:  # a bug, not the file's fault: still one line, and the batch goes on
+            results.append(
+                _error_result(path, f"{path}: internal error while deciding: {type(exc).__name__}: {exc}")
+            )
         if progress:
             progress(index, len(files))
     close = getattr(options.reasoner, "aclose", None)
     if close is not None:  # release the HTTP client inside this event loop
         await close()
-    summary = summarise(results, timer() - started)
+    reasoner = "rules" if options.reasoner is None else (options.reasoner_id or options.reasoner.name)
+    summary = summarise(results, timer() - started, reasoner, llm=options.reasoner is not None)
     public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
     return {"summary": summary, "results": public}
+
+
+# --------------------------------------------------------------------------------- compare
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """A previous `--format json` report, checked enough to compare against; CompareError otherwise."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CompareError(f"{path}: cannot read: {exc}") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise CompareError(f"{path}: not a JSON replay report: {' '.join(str(exc).split())}") from None
+    if not (
+        isinstance(data, dict)
+        and isinstance(data.get("summary"), dict)
+        and isinstance(data.get("results"), list)
+        and all(isinstance(r, dict) and isinstance(r.get("id"), str) for r in data["results"])
+    ):
+        raise CompareError(f"{path}: not a replay report (expected summary and results with an id each)")
+    return data
+
+
+def compare(previous: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """What changed from `previous` to `current`: incidents, then every summary score."""
+    before = {r["id"]: r for r in previous["results"]}
+    after = {r["id"]: r for r in current["results"]}
+    changed = []
+    for incident_id, now in after.items():
+        then = before.get(incident_id)
+        if then is None:
+            continue
+        fields = [k for k in COMPARED_FIELDS if then.get(k) != now.get(k)]
+        if fields:
+            changed.append({
+                "id": incident_id,
+                "fields": fields,
+                "before": {k: then.get(k) for k in (*COMPARED_FIELDS, "correct")},
+                "after": {k: now.get(k) for k in (*COMPARED_FIELDS, "correct")},
+            })  # fmt: skip
+    scores = {}
+    for key in COMPARED_SCORES:
+        old, new = previous["summary"].get(key), current["summary"].get(key)
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (old, new))
+        delta = round(new - old, 4) if numeric else None
+        scores[key] = {"before": old, "after": new, "delta": delta}
+    return {
+        "changed": changed,
+        "added": sorted(set(after) - set(before)),
+        "removed": sorted(set(before) - set(after)),
+        "scores": scores,
+    }
+
+
+# --------------------------------------------------------------------------------- rendering
 
 
 def progress_bar(stream: TextIO = sys.stderr, width: int = 30) -> Callable[[int, int], None]:
@@ -162,31 +301,100 @@ def progress_bar(stream: TextIO = sys.stderr, width: int = 30) -> Callable[[int,
     return show
 
 
-def render_table(report: dict[str, Any]) -> str:
+def _mark(ok: dict[str, bool | None] | None) -> str:
+    if ok is None:
+        return "---"
+    return "".join("-" if ok[k] is None else "." if ok[k] else "x" for k in SCORED_FIELDS)
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1%}"
+
+
+def llm_line(summary: dict[str, Any]) -> str | None:
+    """One line on how the LLM did; None when replay used the rules only."""
+    llm = summary.get("llm")
+    if not llm:
+        return None
+    line = (
+        f"LLM ({summary['reasoner']}) answered {llm['answered']} of {llm['asked']} incidents "
+        f"({llm['from_cache']} from cache); {llm['fallbacks']} fell back to the rules"
+    )
+    if llm["fallbacks"]:
+        why = "; ".join(f"{r['count']}x {r['reason']}" for r in llm["fallback_reasons"])
+        line = f"WARNING: {line}: {why}"
+    return line
+
+
+def render_table(report: dict[str, Any], explain: bool = False) -> str:
     headers = ("id", "symptom", "category", "action", "conf", "source", "policy", "ok")
-    rows = []
+    rows: list[tuple[str, ...]] = []
+    details: list[list[str]] = []
     for r in report["results"]:
         if r["error"]:
             rows.append((r["id"], "ERROR", r["error"][:60], "", "", "", "", ""))
+            details.append([])
             continue
-        ok = r["correct"]
-        mark = "" if ok is None else "".join("." if ok[k] else "x" for k in ("symptom", "category", "action"))
         conf = "" if r["confidence"] is None else f"{r['confidence']:.2f}"
         rows.append((r["id"], r["symptom"], r["category"] or "", r["action"] or "", conf,
-                     r["source"] or "", r["policy"] or "", mark))  # fmt: skip
+                     r["source"] or "", r["policy"] or "", _mark(r["correct"])))  # fmt: skip
+        extra = []
+        if r.get("summary"):
+            extra.append(f"summary: {r['summary']}")
+        if r.get("reasoning"):
+            extra.append(f"reasoning: {r['reasoning']}")
+        if r.get("fallback_reason"):
+            extra.append(f"fallback: {r['fallback_reason']}")
+        details.append([" ".join(line.split()) for line in extra])
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=False)]
-    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)) for row in [headers, *rows]]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(headers, widths, strict=True)).rstrip()]
+    for row, extra in zip(rows, details, strict=True):
+        lines.append("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        if explain:
+            lines.extend(f"    {line}" for line in extra)
     s = report["summary"]
-
-    def pct(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.1%}"
-
+    unscored = s.get("unscored") or {}
     lines.append("")
     lines.append(
-        f"{s['incidents']} incidents, {s['scored']} scored: symptom {pct(s['symptom_accuracy'])}, "
-        f"category {pct(s['category_accuracy'])}, action {pct(s['action_accuracy'])}; "
+        f"{s['incidents']} incidents, {s['scored']} scored: symptom {_pct(s['symptom_accuracy'])}, "
+        f"category {_pct(s['category_accuracy'])}, action {_pct(s['action_accuracy'])}; "
         f"forbidden actions proposed {s['forbidden_actions_proposed']}, allowed {s['forbidden_actions_allowed']}; "
         f"errors {s['errors']}; {s['seconds']:.2f}s"
     )
-    lines.append("ok column: symptom/category/action, '.' right, 'x' wrong")
+    if any(unscored.values()):
+        lines.append("unscored (no label): " + ", ".join(f"{k} {unscored.get(k, 0)}" for k in SCORED_FIELDS))
+    llm = llm_line(s)
+    if llm:
+        lines.append(llm)
+    lines.append("ok column: symptom/category/action, '.' right, 'x' wrong, '-' not labelled")
+    if "comparison" in report:
+        lines.append("")
+        lines.extend(render_comparison(report["comparison"]))
     return "\n".join(lines)
+
+
+def _change(before: Any, after: Any) -> str:
+    return f"{before if before is not None else '-'} -> {after if after is not None else '-'}"
+
+
+def render_comparison(comparison: dict[str, Any]) -> list[str]:
+    changed = comparison["changed"]
+    lines = [
+        f"compared with {comparison.get('previous', 'the previous run')}: {len(changed)} incident(s) changed"
+    ]
+    for c in changed:
+        parts = [f"{k} {_change(c['before'][k], c['after'][k])}" for k in c["fields"]]
+        was, now = c["before"].get("correct") or {}, c["after"].get("correct") or {}
+        marks = [f"{k} {_change(was.get(k), now.get(k))}" for k in SCORED_FIELDS if was.get(k) != now.get(k)]
+        if marks:
+            parts.append("correct: " + ", ".join(marks))
+        lines.append(f"  {c['id']}: " + "; ".join(parts))
+    for key in ("added", "removed"):
+        if comparison[key]:
+            lines.append(f"  {key}: {', '.join(comparison[key])}")
+    scores = []
+    for key, v in comparison["scores"].items():
+        delta = "" if v["delta"] is None else f" ({v['delta']:+g})"
+        scores.append(f"{key} {_change(v['before'], v['after'])}{delta}")
+    lines.append("scores: " + "; ".join(scores))
+    return lines

@@ -1,11 +1,16 @@
 """Recorded incidents: reads incident files (JSON or YAML) into IncidentContexts for replay.
 
-The replay counterpart of the live context gatherer. Every problem with a file becomes an
-IncidentFileError whose one-line message names the file and the field.
+The replay counterpart of the live context gatherer. The format is described in
+docs/incident-format.md and checked by sre_agent/schemas/incident.schema.json: the
+incident's own keys are closed (an unknown key is an error that suggests the closest
+known one), and every field of the Kubernetes objects that the core reads is typed, so a
+file that passes `parse_incident` cannot make the pipeline raise. Every problem with a
+file becomes an IncidentFileError whose one-line message names the file and the field.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -52,14 +57,54 @@ def _validator() -> jsonschema.Draft202012Validator:
 _VALIDATOR = _validator()
 
 
+def field_path(parts: Iterable[str | int]) -> str:
+    """`pod.status.containerStatuses[0].restartCount` from a JSON path."""
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _unknown_key(error: jsonschema.ValidationError) -> str | None:
+    """'unknown key 'evnts' (did you mean 'events'?)' for a closed mapping, else None."""
+    if error.validator != "additionalProperties" or not isinstance(error.instance, dict):
+        return None
+    known = sorted((error.schema.get("properties") or {}) if isinstance(error.schema, dict) else {})
+    unknown = sorted(str(k) for k in error.instance if k not in known)
+    if not unknown:
+        return None
+    key = unknown[0]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(known)})"
+    return f"unknown key {_one_line(repr(key), 80)}{hint}"
+
+
+def _schema_error(data: dict[str, Any], origin: str) -> IncidentFileError | None:
+    try:
+        errors = sorted(_VALIDATOR.iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+    except RecursionError:
+        return IncidentFileError(f"{origin}: nested too deeply")
+    if not errors:
+        return None
+    first = errors[0]
+    where = field_path(first.absolute_path)
+    unknown = _unknown_key(first)
+    if unknown:
+        return IncidentFileError(f"{origin}: {where + ': ' if where else ''}{unknown}")
+    return IncidentFileError(f"{origin}: invalid field {where or '(top level)'}: {_one_line(first.message)}")
+
+
 def parse_incident(data: Any, origin: str) -> RecordedIncident:
     if not isinstance(data, dict):
         raise IncidentFileError(f"{origin}: expected a mapping at the top level")
-    errors = sorted(_VALIDATOR.iter_errors(data), key=lambda e: list(e.absolute_path))
-    if errors:
-        first = errors[0]
-        where = ".".join(str(p) for p in first.absolute_path) or "(top level)"
-        raise IncidentFileError(f"{origin}: invalid field {where}: {first.message[:200]}")
+    error = _schema_error(data, origin)
+    if error is not None:
+        raise error
     captured = parse_time(data.get("captured_at"))
     if data.get("captured_at") and captured is None:
         raise IncidentFileError(f"{origin}: invalid field captured_at: not an RFC 3339 time")
@@ -97,6 +142,8 @@ def load_incident(path: Path) -> RecordedIncident:
         raise IncidentFileError(f"{path}: cannot read: {exc}") from None
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_YAML_LOADER)
+    except RecursionError:
+        raise IncidentFileError(f"{path}: nested too deeply") from None
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         mark = getattr(exc, "problem_mark", None)

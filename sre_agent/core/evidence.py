@@ -21,6 +21,7 @@ MAX_EXCERPTS = 40
 MAX_EXCERPT_CHARS = 6000
 MAX_LINE = 300
 MAX_SIGNALS_PER_KIND = 20  # distinct details kept per signal kind
+MAX_LOG_LINES = 2000  # per log stream, the newest; the live gatherer fetches 200
 
 
 def _rx(*parts: str) -> re.Pattern[str]:
@@ -326,10 +327,15 @@ class _Collector:
     _seen_signals: set[Signal] = field(default_factory=set)
     _seen_excerpts: set[str] = field(default_factory=set)
     _per_kind: dict[str, int] = field(default_factory=dict)
+    _seen_raw: set[tuple[str, str, str]] = field(default_factory=set)
 
     def signal(self, kind: str, detail: str, source: str) -> None:
         if self._per_kind.get(kind, 0) >= MAX_SIGNALS_PER_KIND:
             return  # enough examples of this kind; the rest would only bloat the prompt
+        raw = (kind, detail, source)
+        if raw in self._seen_raw:
+            return  # the same input redacts to the same signal: skip the work
+        self._seen_raw.add(raw)
         sig = Signal(kind, self.redactor.text(detail)[:MAX_LINE], source)
         if sig not in self._seen_signals:
             self._seen_signals.add(sig)
@@ -597,7 +603,8 @@ def _owner_replicas(owner: JSON | None) -> int | None:
 
 
 def _log_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.strip()]
+    """The non-empty lines of a log, at most the last MAX_LOG_LINES (the live path reads fewer)."""
+    return [line for line in text.splitlines() if line.strip()][-MAX_LOG_LINES:]
 
 
 def extract(ctx: IncidentContext, symptom: Symptom, redactor: Redactor) -> Evidence:

@@ -189,20 +189,22 @@ def test_export_turns_decisions_into_replayable_incidents(
         incident = load_incident(path)
         by_pod[incident.context.pod_name] = incident
     billing, ledger = by_pod["billing"], by_pod["ledger"]
-    assert billing.expected is not None and ledger.expected is not None
-    assert billing.expected.symptom == "CrashLoopBackOff"
-    assert billing.expected.category and billing.expected.actions
-    assert ledger.expected.symptom == "OOMKilled" and ledger.expected.category == "oom"
+    # Only human decisions become labels: approved but not (yet) executed says nothing; rejected
+    # makes the proposed action forbidden. The agent's own symptom and category are never copied.
+    assert billing.expected is None
+    assert ledger.expected is not None and ledger.expected.forbidden_actions
+    assert ledger.expected.symptom is None and ledger.expected.category is None and not ledger.expected.actions
     assert "approved by a human" in billing.document["description"]
     assert "phase PendingApproval" in billing.document["description"]
     assert "REJECTED" in ledger.document["description"] and "phase Rejected" in ledger.document["description"]
 
-    # The exported files replay cleanly and the pipeline agrees with what was recorded.
+    # The exported files replay cleanly, and the rejected action is not scored as correct.
     report = asyncio.run(replay([tmp_path / "out"], ReplayOptions(policy=default_policy())))
-    assert report["summary"]["errors"] == 0 and report["summary"]["scored"] == 2
-    assert report["summary"]["symptom_accuracy"] == 1.0
-    assert report["summary"]["category_accuracy"] == 1.0
-    assert report["summary"]["action_accuracy"] == 1.0
+    summary = report["summary"]
+    assert summary["errors"] == 0 and summary["scored"] == 1
+    assert summary["unscored"] == {"symptom": 2, "category": 2, "action": 1}
+    assert summary["symptom_accuracy"] is None and summary["category_accuracy"] is None
+    assert summary["action_accuracy"] == 0.0 and summary["forbidden_actions_proposed"] == 1
 
 
 def leaky_pod_other(cluster: Cluster, namespace: str, node: str, name: str) -> dict[str, Any]:

@@ -24,9 +24,10 @@ CORPUS = ROOT / "replay" / "incidents"
 UNSEEN = Path(__file__).parent / "unseen"
 HOLDOUT = Path(__file__).parent / "holdout"
 RESULT_KEYS = {"id", "symptom", "category", "action", "parameters", "confidence", "source", "policy",
-               "policy_reason", "correct", "error"}  # fmt: skip
-SUMMARY_KEYS = {"incidents", "scored", "symptom_accuracy", "category_accuracy", "action_accuracy",
-                "forbidden_actions_proposed", "forbidden_actions_allowed", "errors", "seconds"}  # fmt: skip
+               "policy_reason", "summary", "reasoning", "fallback_reason", "correct", "error"}  # fmt: skip
+SUMMARY_KEYS = {"incidents", "scored", "unscored", "symptom_accuracy", "category_accuracy", "action_accuracy",
+                "forbidden_actions_proposed", "forbidden_actions_allowed", "errors", "seconds", "reasoner",
+                "llm"}  # fmt: skip
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any], str]:

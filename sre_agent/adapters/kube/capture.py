@@ -6,8 +6,11 @@
 * `redacted_incident` builds that document from an IncidentContext; the operator stores it
   in `spec.incident` of every AgentDecision. It is size-bounded (~256 KiB): logs are cut to
   their tails first, then dropped, then the oldest events.
-* `export_to_dir` turns AgentDecisions that carry `spec.incident` back into incident files
-  whose `expected` is what the agent decided, with the approval outcome in `description`.
+* `export_to_dir` turns AgentDecisions that carry `spec.incident` back into incident files.
+  Their `expected` holds only what a human decided (`human_labels`): a rejected decision's
+  action becomes a forbidden action, an approved and executed one an acceptable action;
+  anything else stays unlabelled, so replay counts it as unscored instead of grading the
+  agent against its own answer. What the agent decided is kept in `description`.
 
 `capture_to_file`, `capture_document` and `export_to_dir` are synchronous entry points for
 `sre-agent capture` / `sre-agent export`; every failure a user can cause becomes a
@@ -29,6 +32,7 @@ from sre_agent.adapters.kube.client import KubeClient, KubeError
 from sre_agent.adapters.kube.decisions import (
     DecisionFormatError,
     DecisionStore,
+    Phase,
     RecordedDecision,
     rfc3339,
 )
@@ -172,8 +176,23 @@ def _approval(rec: RecordedDecision) -> str:
     if rec.approved is True:
         return "approved by a human"
     if rec.approved is False:
-        return "REJECTED by a human: the proposed action is probably not a correct label"
+        return "REJECTED by a human: the proposed action is labelled forbidden"
     return "not reviewed by a human"
+
+
+def human_labels(rec: RecordedDecision) -> dict[str, Any] | None:
+    """The `expected` block an AgentDecision supports: only what a human decided, or None.
+
+    Rejected: the action is forbidden. Approved and executed: the action is acceptable.
+    Anything else (pending, expired, blocked, failed, auto-executed without review) says
+    nothing about what is right, so it stays unlabelled and replay counts it as unscored.
+    The symptom and category are the agent's own findings and are never copied.
+    """
+    if rec.approved is False or rec.phase == Phase.REJECTED:
+        return {"forbidden_actions": [rec.action.name]}
+    if rec.approved is True and rec.phase == Phase.EXECUTED:
+        return {"actions": [rec.action.name]}
+    return None
 
 
 def incident_from_decision(obj: JSON) -> dict[str, Any] | None:
@@ -192,11 +211,10 @@ def incident_from_decision(obj: JSON) -> dict[str, Any] | None:
         f"{rec.category.value}, action {rec.action.name} (source {rec.source}, confidence "
         f"{rec.confidence:.2f}, policy {rec.policy_outcome or 'unknown'}); {_approval(rec)}; phase {phase}"
     )
-    document["expected"] = {
-        "symptom": rec.symptom.value,
-        "category": rec.category.value,
-        "actions": [rec.action.name],
-    }
+    labels = human_labels(rec)
+    document.pop("expected", None)
+    if labels is not None:
+        document["expected"] = labels
     return document
 
 
