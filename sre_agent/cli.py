@@ -89,7 +89,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         if result["error"]:
             print(f"error: {result['error']}", file=sys.stderr)
     llm = llm_line(report["summary"])
-    if llm and fallbacks(report):
+    if llm and fallbacks(report) and args.format == "json":  # the table already says it
         print(llm, file=sys.stderr)
     if report["summary"]["errors"]:
         return 1

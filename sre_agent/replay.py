@@ -14,6 +14,7 @@ between two reports, with the change in every score.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -54,6 +55,7 @@ COMPARED_SCORES = (
 # What makes an incident "changed" between two runs.
 COMPARED_FIELDS = ("category", "action", "policy")
 MAX_REASONS = 5  # distinct fallback reasons listed in the summary
+_SECONDS = re.compile(r"\b\d+(\.\d+)?s\b")
 
 
 class CompareError(ValueError):
@@ -168,14 +170,20 @@ def summarise(
     }
     if llm:
         asked = [r for r in decided if r.get("source")]  # healthy pods ask nobody
-        reasons = Counter(r["fallback_reason"] for r in asked if r.get("fallback_reason"))
+        reasons: Counter[str] = Counter()
+        example: dict[str, str] = {}
+        for r in asked:
+            if r.get("fallback_reason"):
+                key = _SECONDS.sub("Ns", r["fallback_reason"])  # "next trial in 59s" and "60s" are one reason
+                reasons[key] += 1
+                example.setdefault(key, r["fallback_reason"])
         summary["llm"] = {
             "asked": len(asked),
             "answered": sum(1 for r in asked if r["source"] in ("llm", "cache")),
             "from_cache": sum(1 for r in asked if r["source"] == "cache"),
             "fallbacks": sum(reasons.values()),
             "fallback_reasons": [
-                {"reason": reason, "count": count} for reason, count in reasons.most_common(MAX_REASONS)
+                {"reason": example[key], "count": count} for key, count in reasons.most_common(MAX_REASONS)
             ],
         }
     return summary
