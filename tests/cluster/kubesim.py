@@ -145,8 +145,12 @@ def post_event(
     host: str | None = None,
     field_path: str | None = None,
     count: int = 1,
+    first_timestamp: str | None = None,
 ) -> JSON:
-    """Post a core/v1 Event about ``obj`` as kubelet (or node-controller, ...) records it."""
+    """Post a core/v1 Event about ``obj`` as kubelet (or node-controller, ...) records it.
+
+    ``first_timestamp`` back-dates the first occurrence (an event repeated ``count`` times since).
+    """
     md = obj["metadata"]
     kind = obj.get("kind") or ("Node" if "namespace" not in md else "Pod")
     namespace = md.get("namespace") or "default"
@@ -174,7 +178,7 @@ def post_event(
         "message": message,
         "type": type,
         "source": source,
-        "firstTimestamp": ts,
+        "firstTimestamp": first_timestamp or ts,
         "lastTimestamp": ts,
         "count": count,
         "reportingComponent": component,
@@ -977,6 +981,196 @@ def probe_failure(
             message=f"{probe} probe failed: {output}",
         )
     return pod
+
+
+def ago(seconds: float) -> str:
+    """A time `seconds` before now, as the API server writes it."""
+    return datetime.fromtimestamp(time.time() - seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def crash_loop_terminated(
+    api: ApiClient,
+    namespace: str,
+    name: str,
+    *,
+    container: str | None = None,
+    restarts: int = 3,
+    exit_code: int = 1,
+    run_seconds: int = 2,
+    events: bool = True,
+) -> JSON:
+    """A crash loop as a real kubelet shows it for most of each back-off: ``state.terminated``
+    (exit ``exit_code``, after a run of ``run_seconds``), ``lastState.terminated`` of the run
+    before, ``restartCount`` growing, and no ``waiting`` reason at all."""
+    pod = get_pod(api, namespace, name)
+    target = _pick(pod, container)
+    current = _current(pod)
+    backoff = (10, 20, 40, 80, 160, 300)[min(max(restarts - 1, 0), len(_BACKOFFS) - 1)]  # = _BACKOFFS
+    statuses: dict[str, JSON] = {}
+    for c in _containers(pod):
+        if c["name"] != target["name"]:
+            statuses[c["name"]] = current.get(c["name"]) or _running(pod, c, 0)
+            continue
+        finished = ago(1)
+        this_run: JSON = {
+            "exitCode": exit_code,
+            "reason": "Error",
+            "startedAt": ago(1 + run_seconds),
+            "finishedAt": finished,
+            "containerID": _container_id(pod, c["name"], restarts),
+        }
+        previous: JSON = {
+            "exitCode": exit_code,
+            "reason": "Error",
+            "startedAt": ago(2 + 2 * run_seconds + backoff),
+            "finishedAt": ago(2 + run_seconds + backoff),
+            "containerID": _container_id(pod, c["name"], max(restarts - 1, 0)),
+        }
+        statuses[c["name"]] = _container_status(
+            pod,
+            c,
+            state={"terminated": this_run},
+            last_state={"terminated": previous},
+            ready=False,
+            started=False,
+            restarts=restarts,
+        )
+    if events:
+        post_event(
+            api,
+            pod,
+            reason="BackOff",
+            type="Warning",
+            host=pod["spec"].get("nodeName"),
+            field_path=f"spec.containers{{{target['name']}}}",
+            count=max(restarts, 1),
+            message=f"Back-off restarting failed container {target['name']} in pod {pod_ref_string(pod)}",
+        )
+    return _kubelet_status(api, pod, statuses, phase="Running")
+
+
+def restarted(
+    api: ApiClient,
+    namespace: str,
+    name: str,
+    *,
+    container: str | None = None,
+    restarts: int = 7,
+    run_seconds: int = 300,
+    exit_code: int = 1,
+) -> JSON:
+    """Running again after its ``restarts``-th restart; the previous run lasted ``run_seconds`` and
+    ended a few seconds ago with ``exit_code`` (what HighRestarts looks like)."""
+    pod = get_pod(api, namespace, name)
+    target = _pick(pod, container)
+    current = _current(pod)
+    statuses: dict[str, JSON] = {}
+    for c in _containers(pod):
+        if c["name"] != target["name"]:
+            statuses[c["name"]] = current.get(c["name"]) or _running(pod, c, 0)
+            continue
+        last: JSON = {
+            "terminated": {
+                "exitCode": exit_code,
+                "reason": "Error",
+                "startedAt": ago(3 + run_seconds),
+                "finishedAt": ago(3),
+                "containerID": _container_id(pod, c["name"], restarts - 1),
+            }
+        }
+        statuses[c["name"]] = _running(pod, c, restarts, last_state=last, started_at=ago(2))
+    return _kubelet_status(api, pod, statuses, phase="Running")
+
+
+def failing_readiness(
+    api: ApiClient,
+    namespace: str,
+    name: str,
+    *,
+    container: str | None = None,
+    failing_for: int = 600,
+    ready_changed: int = 60,
+    output: str = "Get \"http://10.244.0.12:8080/ready\": context deadline exceeded",
+) -> JSON:
+    """A readiness probe that has failed for ``failing_for`` seconds, flapping: the container has run
+    all along, Ready went False ``ready_changed`` seconds ago, and one aggregated Unhealthy event
+    (count one per 10 s probe period) says it began long before. The event is posted first, as a
+    kubelet's probe worker records it before the status manager syncs the pod."""
+    pod = get_pod(api, namespace, name)
+    target = _pick(pod, container)
+    post_event(
+        api,
+        pod,
+        reason="Unhealthy",
+        type="Warning",
+        host=pod["spec"]["nodeName"],
+        field_path=f"spec.containers{{{target['name']}}}",
+        count=max(3, failing_for // 10),
+        first_timestamp=ago(failing_for),
+        message=f"Readiness probe failed: {output}",
+    )
+    current = _current(pod)
+    statuses = {
+        c["name"]: _running(
+            pod,
+            c,
+            (current.get(c["name"]) or {}).get("restartCount", 0),
+            ready=c["name"] != target["name"],
+            started_at=ago(failing_for + 120),
+        )
+        for c in _containers(pod)
+    }
+    pod = _kubelet_status(api, pod, statuses, phase="Running")
+    conds = [
+        {**c, "lastTransitionTime": ago(ready_changed)} if c["type"] in ("Ready", "ContainersReady") else c
+        for c in pod["status"]["conditions"]
+    ]
+    return _patch_status(api, pod, {"conditions": conds})
+
+
+def failed_mount(
+    api: ApiClient,
+    namespace: str,
+    name: str,
+    *,
+    volume: str = "config",
+    configmap: str = "app-config",
+    stuck_for: int = 120,
+) -> JSON:
+    """Stuck in ContainerCreating for ``stuck_for`` seconds on a ConfigMap volume that does not
+    exist: phase Pending, waiting ContainerCreating, FailedMount events (posted first)."""
+    pod = get_pod(api, namespace, name)
+    node = pod["spec"].get("nodeName")
+    if not node:
+        raise ValueError(f"pod {namespace}/{name} is not bound to a node; bind_pod() first")
+    post_event(
+        api,
+        pod,
+        reason="FailedMount",
+        type="Warning",
+        host=node,
+        count=max(1, stuck_for // 60),
+        first_timestamp=ago(stuck_for),
+        message=f'MountVolume.SetUp failed for volume "{volume}" : configmap "{configmap}" not found',
+    )
+    statuses = {
+        c["name"]: _container_status(
+            pod,
+            c,
+            state={"waiting": {"reason": "ContainerCreating"}},
+            ready=False,
+            started=False,
+            restarts=0,
+            pulled=False,
+        )
+        for c in _containers(pod)
+    }
+    pod = _kubelet_status(api, pod, statuses, phase="Pending", running_sandbox=False)
+    conds = [
+        {**c, "lastTransitionTime": ago(stuck_for)} if c["type"] == "PodScheduled" else c
+        for c in pod["status"]["conditions"]
+    ]
+    return _patch_status(api, pod, {"conditions": conds, "startTime": ago(stuck_for)})
 
 
 def evict(
