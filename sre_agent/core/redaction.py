@@ -105,6 +105,10 @@ def _sub_blob(match: re.Match[str]) -> str:
     return MASK if looks_like_blob(match.group(1)) else match.group(0)
 
 
+# Words that follow "token:" or "password=" in messages about a credential, not the credential.
+_NOT_A_VALUE = (
+    r"(?i:none|null|nil|true|false|unexpected|invalid|expired|missing|required|not|failed|error|is|was|has)"
+)
 _PASSWORD_COMMAND = r"(?:mysql\w*|mariadb[\w-]*|sshpass)"
 _Replacement = str | Callable[[re.Match[str]], str]
 
@@ -158,13 +162,24 @@ _PATTERNS: tuple[tuple[re.Pattern[str], _Replacement], ...] = (
         re.compile(r"(?i)([?&](?:sig|signature|x-amz-signature|x-goog-signature|code|key)=)[^&\s\"']+"),
         rf"\1{MASK}",
     ),
+    # Authorization headers, whatever the scheme; docker config "auth"; Azure account keys
+    (
+        re.compile(
+            r"(?i)(\b(?:proxy-)?authorization['\"]?\s*[:=]\s*['\"]?(?:bearer|basic|token|digest|negotiate|"
+            r"apikey|api-key|key|sharedkey|hmac|aws4-hmac-sha256|gosign)\s+)[^\n'\"]+"
+        ),
+        rf"\1{MASK}",
+    ),
+    (re.compile(r"(?i)([\"']auth[\"']\s*:\s*[\"'])[^\"']+"), rf"\1{MASK}"),
+    (re.compile(r"(?i)\b((?:account|shared[_-]?access)[_-]?key\s*=\s*)[^\s;\"']+"), rf"\1{MASK}"),
     # user:password@host in any URL-ish string
     (re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*):([^\s@/]+)@"), rf"\1:{MASK}@"),
     # password=..., "api_key": "...", secret: ... (but not an image tag: token-service:4.2.0)
     (
         re.compile(
             r"(?i)\b([\w.-]*(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|access[_-]?key|"
-            r"client[_-]?secret|credentials?)[\w.-]*)(['\"]?\s*(?:=\s*['\"]?|:\s+['\"]?|:['\"]))([^\s\"',;&}]{3,})"
+            r"client[_-]?secret|credentials?)[\w.-]*)(['\"]?\s*(?:=\s*['\"]?|:\s+['\"]?|:['\"]))"
+            rf"(?!{_NOT_A_VALUE}\b)([^\s\"',;&}}]{{3,}})"
         ),
         rf"\1\2{MASK}",
     ),

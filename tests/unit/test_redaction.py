@@ -47,6 +47,11 @@ CANARY_TEXTS = [
     "stripe: sk_test_CANARY51Nq8xBvR2kd0Ty",
     "stripe: rk_live_CANARY51Nq8xBvR2kd0Ty",
     "webhook secret whsec_CANARY7d1e0b44c9a2f35e81aa",
+    # other headers and config files
+    "Authorization: AWS4-HMAC-SHA256 Credential=AKIAX/20260101/s3, Signature=CANARYsig9",
+    'headers={"Authorization": "Token CANARYtok9"}',
+    '{"auths": {"ghcr.io": {"auth": "Q0FOQVJZOnB3"}}}',
+    "DefaultEndpointsProtocol=https;AccountName=shop;AccountKey=CANARYazure==;EndpointSuffix=core.windows.net",
     # a base64 blob under a harmless name
     "SETTINGS=c2VjcmV0CANARY9xK2mP7vQ4wL8zR1tY6nB3hJ5fD0gS loaded",
 ]
@@ -71,6 +76,10 @@ def test_patterns_mask_canaries(text: str) -> None:
         "-NOAUTH Authentication required.",
         "psql -h db -p 5432 -U app",
         "session timeout after 30s",
+        "pull access denied, repository does not exist or may require authorization: server message: "
+        "insufficient_scope: authorization failed",
+        "failed to authorize: failed to fetch anonymous token: unexpected status: 401 Unauthorized",
+        "return serialization.load_pem_private_key(raw.encode(), password=None)",
         "pod uid 5b1f7c1e-8d2a-4d7e-9a51-0c9d8e7f6a51 sandbox 48a287ab9497e852de30327444b0809e55d46466",
         "at org.springframework.beans.factory.support.AbstractAutowireCapableBeanFactory.doCreateBean",
         "image sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 pulled",
