@@ -146,11 +146,16 @@ def approval_text(request: Mapping[str, Any]) -> str:
     )
 
 
+def _slack_escape(text: str) -> str:
+    """Slack's three control characters, escaped: LLM-written text cannot ping @channel or hide links."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_payload(request: Mapping[str, Any]) -> dict[str, Any]:
     """A Slack incoming-webhook body (also accepted by Mattermost and Rocket.Chat)."""
     name, namespace = _label(request.get("decision")), _label(request.get("namespace"))
-    diagnosis = _text(request.get("diagnosis") or "")[:2900]
-    text = approval_text(request)
+    diagnosis = _slack_escape(" ".join(_text(request.get("diagnosis") or "").split())[:2900])
+    text = _slack_escape(approval_text(request))
     blocks: list[dict[str, Any]] = [
         {"type": "section", "text": {"type": "mrkdwn", "text": text.split(". Approve:")[0] + "."}},
     ]

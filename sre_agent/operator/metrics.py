@@ -144,7 +144,9 @@ class Metrics:
 
     def set_pending(self, per_namespace: dict[str, int], oldest_seconds: float) -> None:
         """The pending-approval gauges from a full count (namespaces no longer listed drop to 0)."""
-        known = {tuple(sample.labels.values()) for m in self.decisions_pending.collect() for sample in m.samples}
+        known = {
+            tuple(sample.labels.values()) for m in self.decisions_pending.collect() for sample in m.samples
+        }
         for (namespace,) in known:
             if namespace not in per_namespace:
                 self.decisions_pending.labels(namespace).set(0)
