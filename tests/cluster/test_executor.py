@@ -134,7 +134,8 @@ async def test_restart_pod_recreates_a_controller_owned_pod_as_the_agent_service
         [new] = kubesim.wait_for(replaced, timeout=60, what="the ReplicaSet to recreate the pod")
         assert new["metadata"]["uid"] != old["metadata"]["uid"]
         assert new["metadata"]["ownerReferences"][0]["kind"] == "ReplicaSet"
-        assert ledger.last_for(pod_ref(old)) == clock.now()
+        assert ledger.last_for(owner) == clock.now()  # restart_pod's cooldown follows the workload
+        assert ledger.last_for(pod_ref(old)) is None
 
         # Restarting the same (gone) pod again: cooldown refuses, nothing else is deleted.
         with pytest.raises(ActionRefused, match="cooldown"):
@@ -362,9 +363,8 @@ async def test_refused_during_cooldown(
 ) -> None:
     clock, ledger = Clock(), ActionLedger()
     req = action_request(action, world, node)
-    target = action_target(req)
-    assert target is not None
-    ledger.record(action, target, clock.now() - timedelta(minutes=5))  # cooldown is 10 minutes
+    assert action_target(req) is not None
+    ledger.record_action(req, clock.now() - timedelta(minutes=5))  # cooldown is 10 minutes
     before = snapshot(cluster.api_client, namespace, node)
     with pytest.raises(ActionRefused, match="cooldown 600s"):
         await Executor(kube, policy(), ledger, clock).execute(req, approved=True)
