@@ -13,10 +13,19 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 
 from sre_agent.core.policy import Policy, PolicyError, default_policy, load_policy
 from sre_agent.core.prompts import PromptError
+
+
+def version() -> str:
+    """The installed package's version (the source checkout's when not installed)."""
+    try:
+        return metadata.version("sre-agent")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def bundled(*parts: str) -> Path:
@@ -59,6 +68,12 @@ def _cmd_replay(args: argparse.Namespace) -> int:
             config = LLMConfig.from_env(env)
         except LLMConfigError as exc:
             raise SystemExit(f"sre-agent: {exc}") from None
+        from sre_agent.settings import llm_url_problem
+
+        problem = llm_url_problem(config.base_url) if config else None
+        if problem:
+            print(f"sre-agent: --base-url / SRE_AGENT_LLM_BASE_URL {problem}", file=sys.stderr)
+            return 2
         if config is None:
             raise SystemExit(
                 "sre-agent: --reasoner llm needs SRE_AGENT_LLM_BASE_URL or SRE_AGENT_LLM_API_KEY "
@@ -167,13 +182,16 @@ def _cmd_verdict(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sre-agent", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     rp = sub.add_parser("replay", help="replay incident files through the decision pipeline and score them")
     rp.add_argument("paths", nargs="*", help="incident files or directories (default: the bundled corpus)")
-    rp.add_argument("--reasoner", choices=("rules", "llm"), default="rules")
+    rp.add_argument("--reasoner", choices=("rules", "llm"), default="rules",
+                    help="who diagnoses: the rule-based diagnoser, or the LLM in SRE_AGENT_LLM_* (default: rules)")  # fmt: skip
     rp.add_argument("--policy", help="policy YAML (default: policies/default.yaml)")
-    rp.add_argument("--format", choices=("table", "json"), default="table")
+    rp.add_argument("--format", choices=("table", "json"), default="table",
+                    help="table for people, json for tools (docs/incident-format.md) (default: table)")  # fmt: skip
     rp.add_argument("--base-url", help="OpenAI-compatible endpoint for --reasoner llm")
     rp.add_argument("--model", help="model name for --reasoner llm")
     rp.add_argument("--no-cache", action="store_true", help="ask the LLM for every incident")
@@ -195,8 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
 
     cap = sub.add_parser("capture", help="write an incident file from a live pod (redacted)")
-    cap.add_argument("-n", "--namespace", required=True)
-    cap.add_argument("pod")
+    cap.add_argument("-n", "--namespace", required=True, help="the pod's namespace")
+    cap.add_argument("pod", help="the pod's name")
     cap.add_argument("-o", "--output", help="file to write (default: stdout)")
     cap.set_defaults(func=_cmd_capture)
 
@@ -219,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     rej.set_defaults(func=_cmd_verdict)
 
     chk = sub.add_parser("check-policy", help="validate policy files")
-    chk.add_argument("files", nargs="+")
+    chk.add_argument("files", nargs="+", help="policy YAML files")
     chk.set_defaults(func=_cmd_check_policy)
     return parser
 

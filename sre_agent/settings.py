@@ -35,11 +35,13 @@ Variables (all optional):
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from sre_agent.adapters.llm import LLMConfig, LLMConfigError
 from sre_agent.adapters.notify import APPROVAL_FORMATS
@@ -56,6 +58,67 @@ _FALSE = frozenset({"", "0", "false", "no", "off"})
 
 class SettingsError(ValueError):
     """An SRE_AGENT_* variable is invalid; the message is one line naming it."""
+
+
+# Every SRE_AGENT_* variable the operator reads (tests/unit/test_startup.py keeps this list in step
+# with the code). Any other SRE_AGENT_* name in the environment is warned about at start, with
+# the closest known name: a misspelt variable must not be silently ignored.
+OPERATOR_VARIABLES = (
+    "SRE_AGENT_NAMESPACES", "SRE_AGENT_POLICY", "SRE_AGENT_COOLDOWN_SECONDS",
+    "SRE_AGENT_GROUP_WINDOW_SECONDS", "SRE_AGENT_DECISION_TTL_SECONDS", "SRE_AGENT_RETENTION_SECONDS",
+    "SRE_AGENT_SWEEP_SECONDS", "SRE_AGENT_RESYNC_SECONDS", "SRE_AGENT_METRICS_PORT", "SRE_AGENT_HEALTH_PORT",
+    "SRE_AGENT_PEERING", "SRE_AGENT_PEERING_PRIORITY", "SRE_AGENT_STANDALONE", "SRE_AGENT_WEBHOOK_URL",
+    "SRE_AGENT_APPROVAL_WEBHOOK_URL", "SRE_AGENT_APPROVAL_WEBHOOK_FORMAT", "SRE_AGENT_PROBE_FAILURE_SECONDS",
+    "SRE_AGENT_HIGH_RESTARTS", "SRE_AGENT_RESTART_WINDOW_SECONDS", "SRE_AGENT_CACHE_TTL_SECONDS",
+    "SRE_AGENT_LOG_FORMAT", "SRE_AGENT_LOG_LEVEL", "SRE_AGENT_KUBECONFIG",
+)  # fmt: skip
+LLM_VARIABLES = (
+    "SRE_AGENT_LLM_BASE_URL", "SRE_AGENT_LLM_MODEL", "SRE_AGENT_LLM_API_KEY", "SRE_AGENT_LLM_API_VERSION",
+    "SRE_AGENT_LLM_TIMEOUT", "SRE_AGENT_LLM_DEADLINE", "SRE_AGENT_LLM_MAX_RETRIES", "SRE_AGENT_LLM_BACKOFF_BASE",
+    "SRE_AGENT_LLM_BACKOFF_MAX", "SRE_AGENT_LLM_CIRCUIT_FAILURES", "SRE_AGENT_LLM_CIRCUIT_RESET",
+    "SRE_AGENT_LLM_MAX_CONCURRENCY", "SRE_AGENT_LLM_TEMPERATURE", "SRE_AGENT_LLM_RESPONSE_FORMAT",
+    "SRE_AGENT_LLM_MAX_TOKENS", "SRE_AGENT_LLM_MAX_TOKENS_FIELD", "SRE_AGENT_LLM_PROMPTS_DIR",
+)  # fmt: skip
+# Read by scripts/ and the tests, not by the operator: known, so not warned about.
+TOOL_VARIABLES = (
+    "SRE_AGENT_CACHE", "SRE_AGENT_CLUSTER_DIR", "SRE_AGENT_SKIP_CLUSTER", "SRE_AGENT_WATCH_PID",
+    "SRE_AGENT_NODE", "SRE_AGENT_NODE_IP", "SRE_AGENT_NODE_NAME", "SRE_AGENT_DEPLOY_ENV",
+    "SRE_AGENT_BUILDAH_DRIVER", "SRE_AGENT_IMAGE", "SRE_AGENT_NODE_CLUSTER_DIR", "SRE_AGENT_SKIP_NODE",
+)  # fmt: skip
+KNOWN_VARIABLES = frozenset(OPERATOR_VARIABLES + LLM_VARIABLES + TOOL_VARIABLES)
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """One warning per SRE_AGENT_* name nobody reads, with the closest known name."""
+    warnings = []
+    for name in sorted(env):
+        if not name.startswith("SRE_AGENT_") or name in KNOWN_VARIABLES:
+            continue
+        # Compare what follows the shared prefix, or every name looks close to every other.
+        suffixes = [known.removeprefix("SRE_AGENT_") for known in OPERATOR_VARIABLES + LLM_VARIABLES]
+        close = difflib.get_close_matches(name.removeprefix("SRE_AGENT_"), suffixes, n=1, cutoff=0.6)
+        hint = f" (did you mean SRE_AGENT_{close[0]}?)" if close else ""
+        warnings.append(f"unknown variable {name} is ignored{hint}")
+    return warnings
+
+
+def llm_url_problem(url: str) -> str | None:
+    """Why an LLM base URL cannot work, or None: it needs a scheme and a host."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return f"{url!r}: must be an http:// or https:// URL, e.g. http://vllm:8000/v1"
+    return None
+
+
+def _readable(path: str) -> str | None:
+    """None when `path` is a readable file, else why not (one line)."""
+    try:
+        with open(path, "rb"):
+            return None
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
 
 
 TEN_YEARS = 10 * 365 * 24 * 3600  # a bound on any duration, so `now + duration` cannot overflow
@@ -94,6 +157,8 @@ class Settings:
     log_format: str = "text"
     log_level: str = "info"
     kubeconfig: str | None = None
+    kubeconfig_env: str = ""  # $KUBECONFIG, named in the error when credentials cannot be loaded
+    warnings: tuple[str, ...] = ()  # logged at start (unknown SRE_AGENT_* names)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -161,6 +226,13 @@ class Settings:
             llm = LLMConfig.from_env(env)
         except LLMConfigError as exc:
             raise SettingsError(str(exc)) from None
+        problem = llm_url_problem(llm.base_url) if llm else None
+        if problem:
+            raise SettingsError(f"SRE_AGENT_LLM_BASE_URL={problem}")
+        kubeconfig = raw("SRE_AGENT_KUBECONFIG")
+        unreadable = _readable(kubeconfig) if kubeconfig else None
+        if unreadable:
+            raise SettingsError(f"SRE_AGENT_KUBECONFIG={kubeconfig!r}: cannot read: {unreadable}")
 
         webhook = raw("SRE_AGENT_WEBHOOK_URL")
         if webhook and not webhook.startswith(("http://", "https://")):
@@ -213,7 +285,9 @@ class Settings:
             cache_ttl_seconds=seconds("SRE_AGENT_CACHE_TTL_SECONDS", 3600),
             log_format=choice("SRE_AGENT_LOG_FORMAT", "text", LOG_FORMATS),
             log_level=choice("SRE_AGENT_LOG_LEVEL", "info", LOG_LEVELS),
-            kubeconfig=raw("SRE_AGENT_KUBECONFIG") or None,
+            kubeconfig=kubeconfig or None,
+            kubeconfig_env=raw("KUBECONFIG"),
+            warnings=tuple(unknown_variables(env)),
         )
 
 

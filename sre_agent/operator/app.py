@@ -11,6 +11,7 @@ periodic loops (expiry/retention sweep and pod re-check) that pause with kopf's 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import socket
@@ -53,6 +54,26 @@ class StartupError(Exception):
     """The operator cannot start (cluster unreachable, CRD missing, ...); one-line message."""
 
 
+class LoggerName(logging.Filter):
+    """Adds `logger` (the logger's name) to every record: JSON logs then say who wrote each line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.logger = record.name
+        return True
+
+
+class HandlerSuccessToDebug(logging.Filter):
+    """kopf logs "Handler 'x' succeeded." at info for every event: make it debug (most of the log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not str(record.msg).endswith(" succeeded."):
+            return True
+        if not str(record.msg).startswith("Handler "):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
 def configure_logging(settings: Settings) -> None:
     level = settings.log_level.upper()
     log_format = kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.FULL
@@ -60,6 +81,10 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger().setLevel(level)
     for handler in logging.getLogger().handlers:  # log lines that quote evidence are redacted too
         handler.addFilter(RedactingFilter())
+        handler.addFilter(LoggerName())
+    kopf_objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, HandlerSuccessToDebug) for f in kopf_objects.filters):
+        kopf_objects.addFilter(HandlerSuccessToDebug())
     for noisy in ("aiohttp.access", "kubernetes.client.rest", "urllib3", "httpx", "openai"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
@@ -226,7 +251,10 @@ async def operate(settings: Settings, kube: KubeClient) -> int:
     service = build_service(settings, kube, metrics, who)
     await preflight(kube, settings)
     if settings.metrics_port:
-        metrics.serve(settings.metrics_port)
+        try:
+            metrics.serve(settings.metrics_port)
+        except OSError as exc:
+            raise port_error("SRE_AGENT_METRICS_PORT", settings.metrics_port, exc) from None
         log.info("Serving Prometheus metrics on :%d/metrics", settings.metrics_port)
     await service.start()
     gate = PeeringGate(
@@ -280,13 +308,60 @@ async def operate(settings: Settings, kube: KubeClient) -> int:
     return 0
 
 
+def port_error(variable: str, port: int, exc: OSError) -> StartupError:
+    why = "is already in use" if exc.errno == errno.EADDRINUSE else f"cannot be opened ({exc.strerror})"
+    return StartupError(f"port {port} {why}: set {variable} to a free port (0 turns it off)")
+
+
+def check_ports(settings: Settings) -> None:
+    """Fail before connecting to anything when a port we must listen on is taken."""
+    for variable, port in (
+        ("SRE_AGENT_METRICS_PORT", settings.metrics_port),
+        ("SRE_AGENT_HEALTH_PORT", settings.health_port),
+    ):
+        if not port:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the real servers do
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError as exc:
+                raise port_error(variable, port, exc) from None
+
+
+def credentials_error(settings: Settings, exc: Exception) -> str:
+    """One line naming the kubeconfig that could not be used, and the variable that chose it."""
+    if settings.kubeconfig:
+        origin, paths = "SRE_AGENT_KUBECONFIG", [settings.kubeconfig]
+    elif settings.kubeconfig_env:
+        origin, paths = "KUBECONFIG", [p for p in settings.kubeconfig_env.split(os.pathsep) if p]
+    else:
+        origin, paths = "the default kubeconfig (not in a cluster)", [os.path.expanduser("~/.kube/config")]
+    for path in paths:
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as error:
+            return f"cannot read {path} (from {origin}): {error.strerror}"
+    return (
+        f"cannot load Kubernetes credentials from {', '.join(paths)} ({origin}): {' '.join(str(exc).split())}"
+    )
+
+
 def run_operator(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM. 0 on a clean stop; 2 when it cannot start for a reason a user can fix."""
     configure_logging(settings)
+    for warning in settings.warnings:
+        log.warning("%s", warning)
+    try:
+        check_ports(settings)
+    except StartupError as exc:
+        print(f"sre-agent: {exc}", file=sys.stderr)
+        return 2
     try:
         kube = KubeClient.connect(settings.kubeconfig)
     except Exception as exc:  # the kubernetes config loader raises several unrelated types
-        print(f"sre-agent: cannot load Kubernetes credentials: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"sre-agent: {credentials_error(settings, exc)}", file=sys.stderr)
         return 2
     try:
         return asyncio.run(operate(settings, kube))
