@@ -64,6 +64,7 @@ from sre_agent.core.lifecycle import (
     Recall,
     Remembered,
     SweepStep,
+    cause_of,
     decision_name,
     expired,
     initial_phase,
@@ -109,6 +110,13 @@ def remembered(obj: JSON) -> tuple[MemoryKey, Remembered] | None:
     labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
     key = MemoryKey.from_labels(meta["namespace"], labels or {})
     if key is None:
+        return None
+    spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+    assert isinstance(spec, dict)
+    try:  # labels are editable, spec.symptom is not (CRD rules): a relabelled cause is ignored
+        if cause_of(Symptom(str(spec.get("symptom")))) != key.cause:
+            return None
+    except ValueError:
         return None
     status = obj.get("status") if isinstance(obj.get("status"), dict) else {}
     assert isinstance(status, dict)

@@ -275,3 +275,30 @@ def test_a_rebuilt_memory_remembers_what_the_decisions_say() -> None:
     answer = memory.recall(KEY, NOW + timedelta(hours=1))
     assert (answer.recall, answer.decision) == (Recall.SUPPRESSED, "checkout-api-x-3")
     assert memory.recall(KEY, NOW + timedelta(hours=7)).sequence == 4
+
+
+# ----------------------------------------------------------------------------- from AgentDecision objects
+
+
+def decision_object(symptom: str, labels: dict[str, str], phase: str = "Rejected") -> dict[str, object]:
+    return {
+        "metadata": {"name": "web-1a2b3c4d-1", "namespace": "shop", "labels": labels,
+                     "creationTimestamp": "2026-11-20T09:00:00Z"},
+        "spec": {"symptom": symptom},
+        "status": {"phase": phase, "finishedAt": "2026-11-20T09:30:00Z"},
+    }  # fmt: skip
+
+
+def test_the_memory_reads_a_decision_from_its_labels_and_refuses_a_relabelled_cause() -> None:
+    from sre_agent.operator.service import remembered
+
+    found = remembered(decision_object("HighRestarts", KEY.labels()))
+    assert found is not None
+    key, decision = found
+    assert key == MemoryKey(KEY.namespace, KEY.workload, Cause.CRASH)
+    assert decision.phase == Phase.REJECTED and decision.closed_at == NOW - timedelta(minutes=30)
+    # spec.symptom cannot change (CRD rules), labels can: a cause that does not match it is ignored.
+    assert remembered(decision_object("ProbeFailure", KEY.labels())) is None
+    assert remembered(decision_object("CrashLoopBackOff", {})) is None
+    assert remembered(decision_object("CrashLoopBackOff", KEY.labels(), phase="Bogus")) is None
+    assert remembered({"metadata": "nope"}) is None
