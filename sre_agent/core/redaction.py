@@ -121,17 +121,17 @@ _PATTERNS: tuple[tuple[re.Pattern[str], _Replacement], ...] = (
     # command-line flags: --password X, --db-token=X, --api-key X
     (
         re.compile(
-            r"(?i)(?<![\w-])(--?[\w-]*(?:password|passwd|secret|token|api-?key|access-?key|credential)[\w-]*)"
+            r"(?i)(?<![\w-])(--?(?=[\w-]*?(?:password|passwd|secret|token|api-?key|access-?key|credential))[\w-]++)"
             r"(\s+|=)(?!-)(\S+)"
         ),
         rf"\1\2{MASK}",
     ),
     # mysql -pX, mysql -u root -p X, sshpass -p X, redis-cli -a X (same command, same line)
     (
-        re.compile(rf"(?i)(\b{_PASSWORD_COMMAND}\b[^\n;|&]*?\s-p)(?:(\s+)(?!-)|(?=[^\s-]))(\S+)"),
+        re.compile(rf"(?i)(\b{_PASSWORD_COMMAND}\b[^\n;|&]{{0,200}}?\s-p)(?:(\s+)(?!-)|(?=[^\s-]))(\S+)"),
         lambda m: f"{m.group(1)}{m.group(2) or ''}{MASK}",
     ),
-    (re.compile(r"(?i)(\b(?:redis|valkey|keydb)-cli\b[^\n;|&]*?\s-a\s+)(?!-)(\S+)"), rf"\1{MASK}"),
+    (re.compile(r"(?i)(\b(?:redis|valkey|keydb)-cli\b[^\n;|&]{0,200}?\s-a\s+)(?!-)(\S+)"), rf"\1{MASK}"),
     # curl -u user:password, --user=user:password
     (re.compile(r"((?:^|\s)(?:-u|--user|--proxy-user)(?:\s+|=)['\"]?[^\s:'\"]+:)([^\s'\"]+)"), rf"\1{MASK}"),
     # redis AUTH [user] password, also as MONITOR prints it: "AUTH" "user" "password"
@@ -141,7 +141,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], _Replacement], ...] = (
     (re.compile(r"(?i)(\b(?:set-)?cookie['\"]?\s*[:=]\s*['\"]?)([^\n\"']*)"), _sub_cookie),
     (
         re.compile(
-            r"(?i)(\b(?:[\w.-]*[_.-])?(?:session(?:[_-]?id)?|sessid|jsessionid|phpsessid|connect\.sid|"
+            r"(?i)((?<![\w.-])(?:[\w.-]*[_.-])?(?:session(?:[_-]?id)?|sessid|jsessionid|phpsessid|connect\.sid|"
             r"csrf[_-]?token|xsrf[_-]?token)['\"]?(?:\s*=\s*|\s*:\s*['\"]))([^\s;,&\"']{3,})"
         ),
         rf"\1{MASK}",
@@ -173,12 +173,12 @@ _PATTERNS: tuple[tuple[re.Pattern[str], _Replacement], ...] = (
     (re.compile(r"(?i)([\"']auth[\"']\s*:\s*[\"'])[^\"']+"), rf"\1{MASK}"),
     (re.compile(r"(?i)\b((?:account|shared[_-]?access)[_-]?key\s*=\s*)[^\s;\"']+"), rf"\1{MASK}"),
     # user:password@host in any URL-ish string
-    (re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*):([^\s@/]+)@"), rf"\1:{MASK}@"),
+    (re.compile(r"((?<![a-zA-Z0-9+.-])[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*):([^\s@/]+)@"), rf"\1:{MASK}@"),
     # password=..., "api_key": "...", secret: ... (but not an image tag: token-service:4.2.0)
     (
         re.compile(
-            r"(?i)\b([\w.-]*(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|access[_-]?key|"
-            r"client[_-]?secret|credentials?)[\w.-]*)(['\"]?\s*(?:=\s*['\"]?|:\s+['\"]?|:['\"]))"
+            r"(?i)(?<![\w.-])((?=[\w.-]*?(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|access[_-]?key|"
+            r"client[_-]?secret|credentials?))[\w.-]++)(['\"]?\s*(?:=\s*['\"]?|:\s+['\"]?|:['\"]))"
             rf"(?!{_NOT_A_VALUE}\b)([^\s\"',;&}}]{{3,}})"
         ),
         rf"\1\2{MASK}",
