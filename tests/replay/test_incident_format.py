@@ -246,3 +246,33 @@ def test_whatever_passes_the_loader_never_makes_the_core_raise(
         elif node:
             node[0] = value
     decide(document)
+
+
+# ----------------------------------------------------------------------------------- size
+
+
+def test_twenty_thousand_events_are_validated_once_per_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sre_agent.adapters import recorded
+
+    assert recorded._EVENTS_BY_SHAPE  # the event schema only constrains types and keys
+    assert not recorded._shape_only({"type": "string", "pattern": "^x$"})
+    calls = 0
+    real = recorded._EVENT_VALIDATOR
+
+    class Counting:
+        def iter_errors(self, event: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            return real.iter_errors(event)
+
+    monkeypatch.setattr(recorded, "_EVENT_VALIDATOR", Counting())
+    document = copy.deepcopy(BASE)
+    template = document["events"][0]
+    document["events"] = [{**template, "message": f"message {i}", "count": i} for i in range(20_000)]
+    parse_incident(document, "big.json")
+    assert calls == 1  # one shape
+
+    document["events"][15_000]["count"] = "many"
+    with pytest.raises(IncidentFileError) as info:
+        parse_incident(document, "big.json")
+    assert str(info.value) == "big.json: invalid field events[15000].count: 'many' is not of type 'integer', 'null'"
