@@ -330,7 +330,7 @@ class Redactor:
         for k, v in value.items():
             if k == "value" and sensitive_env and isinstance(v, str):
                 out[k] = MASK
-            elif k == "data" and value.get("kind") == "Secret":
+            elif k in ("data", "stringData") and value.get("kind") == "Secret":
                 out[k] = {dk: MASK for dk in (v or {})}
             elif k in ("command", "args") and argv is not None and isinstance(v, list):
                 start = len(value.get("command") or []) if k == "args" else 0

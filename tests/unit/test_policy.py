@@ -259,6 +259,16 @@ def test_a_file_that_cannot_be_decoded_gives_one_line(tmp_path: Path, content: b
     assert "\n" not in message and len(message) < 400
 
 
+def test_duplicate_keys_are_refused_not_silently_overridden() -> None:
+    # A reviewer reads the first threshold; YAML would apply the second.
+    text = "kind: Policy\nname: x\nautoApproveAboveConfidence: null\ncooldownSeconds: 900\nautoApproveAboveConfidence: 0.0\n"
+    with pytest.raises(PolicyError, match=r"^p.yaml: not valid YAML \(line 5\): duplicate key 'autoApproveAboveConfidence'$"):
+        parse_policy_text(text, "p.yaml")
+    merged = "kind: Policy\nname: x\nactions:\n  restart_pod: &r {requireApproval: true}\n  cordon_node: {<<: *r, enabled: false}\n"
+    policy = parse_policy_text(merged, "p.yaml")  # a YAML merge key may still be overridden
+    assert policy.actions["cordon_node"].require_approval and not policy.actions["cordon_node"].enabled
+
+
 def test_the_shipped_policies_pass() -> None:
     for path in sorted((Path(__file__).parents[2] / "policies").glob("*.yaml")):
         load_policy(path)

@@ -107,8 +107,9 @@ def test_env_values_marked_secret_are_masked_everywhere() -> None:
 
 
 def test_secret_objects_lose_their_data() -> None:
-    secret = {"kind": "Secret", "data": {"password": "Q0FOQVJZ"}}
+    secret = {"kind": "Secret", "data": {"password": "Q0FOQVJZ"}, "stringData": {"dsn": "pw-CANARY"}}
     assert Redactor().obj(secret)["data"] == {"password": MASK}
+    assert Redactor().obj(secret)["stringData"] == {"dsn": MASK}
 
 
 def test_last_applied_annotation_is_redacted() -> None:
