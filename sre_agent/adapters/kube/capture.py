@@ -1,8 +1,8 @@
 """Capture and export: live pods and recorded AgentDecisions become replayable incident files.
 
 * `capture_incident` gathers one live pod with the same `Gatherer` the operator uses,
-  detects its symptom, and returns a contract-format incident document (incident-format.md
-  section 1) that went through the same redaction as the live path.
+  detects its symptom, and returns an incident document (docs/incident-format.md) that
+  went through the same redaction as the live path.
 * `redacted_incident` builds that document from an IncidentContext; the operator stores it
   in `spec.incident` of every AgentDecision. It is size-bounded (~256 KiB): logs are cut to
   their tails first, then dropped, then the oldest events.
