@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -116,6 +116,8 @@ class FakeLLM:
         self.paths: list[str] = []  # request paths (with query), in order
         self.headers: list[dict[str, str]] = []  # request headers, in order
         self.default: Behaviour = reply(answer_for("unknown", "none", {}, 0.3))
+        # Optional: choose a behaviour from the request body (None: the queue, then the default).
+        self.responder: Callable[[dict[str, Any]], Behaviour | None] | None = None
         self._queue: deque[Behaviour] = deque()
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -182,7 +184,12 @@ class FakeLLM:
             self.paths.append(path)
             self.headers.append(headers)
 
-    def _next(self) -> Behaviour:
+    def _next(self, body: dict[str, Any] | None = None) -> Behaviour:
+        responder = self.responder
+        if responder is not None and body is not None:
+            chosen = responder(body)
+            if chosen is not None:
+                return chosen
         with self._lock:
             return self._queue.popleft() if self._queue else self.default
 
@@ -245,7 +252,7 @@ def _make_handler(fake: FakeLLM) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 body = {"_raw": raw.decode("utf-8", "replace")}
             fake._record(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
-            behaviour = fake._next()
+            behaviour = fake._next(body)
             if behaviour.kind == "hang":
                 if fake._stopping.wait(behaviour.seconds):
                     return  # server stopping: drop the request
