@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -25,6 +26,7 @@ from sre_agent.core.symptoms import parse_time
 from sre_agent.domain import IncidentContext
 
 SUFFIXES = (".yaml", ".yml", ".json")
+_PLAIN_KEY = re.compile(r"[\w./-]{1,100}")
 # libyaml's loader is ~10x faster than the pure-Python one; same safe subset of YAML.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -96,7 +98,12 @@ def field_path(parts: Iterable[str | int]) -> str:
     """`pod.status.containerStatuses[0].restartCount` from a JSON path."""
     out = ""
     for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _PLAIN_KEY.fullmatch(part):
+            out += f".{part}" if out else part
+        else:  # a key with spaces, quotes or line breaks: quoted, so the message stays one line
+            out += f"[{_one_line(repr(part), 80)}]"
     return out
 
 
