@@ -203,13 +203,24 @@ def parse_incident(data: Any, origin: str) -> RecordedIncident:
     return RecordedIncident(Path(origin), context, expected, data)
 
 
+def _parse(text: str, suffix: str) -> Any:
+    if suffix == ".json":
+        return json.loads(text)
+    if text.lstrip().startswith("{"):  # JSON is YAML too, and parses ~50x faster as JSON
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass
+    return yaml.load(text, Loader=_YAML_LOADER)
+
+
 def load_incident(path: Path) -> RecordedIncident:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise IncidentFileError(f"{path}: cannot read: {exc}") from None
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_YAML_LOADER)
+        data = _parse(text, path.suffix)
     except RecursionError:
         raise IncidentFileError(f"{path}: nested too deeply") from None
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
