@@ -3,7 +3,9 @@
 `Settings.from_env(env)` is called by the CLI (`sre_agent.cli._cmd_run`, which first folds
 its flags into the environment) and handed to `sre_agent.operator.app.run_operator`.
 Nothing else reads `os.environ`. A bad value raises `SettingsError` whose message is one
-line naming the variable; the CLI prints it and exits 2. The policy file is loaded here
+line naming the variable; the CLI prints it and exits 2. An SRE_AGENT_* name that nobody
+reads is not an error but a warning (in `Settings.warnings`, logged at start) naming the
+closest known variable. The policy file is loaded here
 too, so a bad policy stops the operator before it connects to anything (`PolicyError`).
 
 Variables (all optional):
