@@ -67,15 +67,19 @@ def _sub_cookie(match: re.Match[str]) -> str:
 
 
 def _sub_redis_auth(match: re.Match[str]) -> str:
-    """`AUTH password` or `AUTH user password`; a reply such as `AUTH failed: WRONGPASS ...` stays."""
-    first, second = match.group(2), match.group(4)
-    if first.lower().rstrip(":") in {"failed", "required", "error", "ok", "<password>"}:
+    """`AUTH password` or `AUTH user password`: both tokens are masked (which one is the password
+    cannot be told apart); a reply such as `AUTH failed: WRONGPASS ...` stays."""
+    first, gap, second = match.group(2), match.group(3) or "", match.group(4)
+    if first.lower().rstrip(":,") in _REDIS_WORDS:
         return match.group(0)
-    if second is not None and re.fullmatch(r"[a-z_][\w.-]{0,31}", first) and not second.isupper():
-        return f"{match.group(1)}{first}{match.group(3)}{MASK}"
-    return (
-        f"{match.group(1)}{MASK}{match.group(3) or ''}{second or ''}" if second else f"{match.group(1)}{MASK}"
-    )
+    if second is None or second.rstrip(":,") in _REDIS_WORDS:
+        return f"{match.group(1)}{MASK}{gap}{second or ''}"
+    return f"{match.group(1)}{MASK}{gap}{MASK}"
+
+
+_REDIS_WORDS = frozenset(
+    {"failed", "required", "error", "ok", "<password>", "WRONGPASS", "NOAUTH", "ERR", "OK"}
+)
 
 
 def _entropy(text: str) -> float:
@@ -136,7 +140,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], _Replacement], ...] = (
     (re.compile(r"((?:^|\s)(?:-u|--user|--proxy-user)(?:\s+|=)['\"]?[^\s:'\"]+:)([^\s'\"]+)"), rf"\1{MASK}"),
     # redis AUTH [user] password, also as MONITOR prints it: "AUTH" "user" "password"
     (re.compile(r"\"AUTH\"((?:\s+\"[^\"]*\")+)"), f'"AUTH" "{MASK}"'),
-    (re.compile(r"(\bAUTH\s+)(\S+)(\s+)?(\S+)?"), _sub_redis_auth),
+    (re.compile(r"(\bAUTH[ \t]+)(\S+)([ \t]+)?(\S+)?"), _sub_redis_auth),
     # Cookie / Set-Cookie headers, and session ids on their own
     (re.compile(r"(?i)(\b(?:set-)?cookie['\"]?\s*[:=]\s*['\"]?)([^\n\"']*)"), _sub_cookie),
     (

@@ -120,6 +120,12 @@ def test_last_applied_annotation_is_redacted() -> None:
     assert "CANARY" not in json.dumps(Redactor.for_pod(p).obj(p))
 
 
+def test_redis_auth_masks_user_and_password_but_keeps_replies() -> None:
+    assert redact_text("AUTH s3cret-lower from 10.0.0.1") == f"AUTH {MASK} {MASK} 10.0.0.1"
+    assert redact_text("AUTH default HUNTER2\nnext") == f"AUTH {MASK} {MASK}\nnext"  # stops at the line end
+    assert redact_text("AUTH s3cret WRONGPASS invalid") == f"AUTH {MASK} WRONGPASS invalid"
+
+
 def test_split_args_are_masked_and_their_values_tracked() -> None:
     p = pod(containers=[{"name": "app", "image": "x", "command": ["/server"],
                          "args": ["--db-password", "CANARY-split-1", "--token", "CANARY-split-2", "-v",
