@@ -126,16 +126,16 @@ _PATTERNS: tuple[tuple[re.Pattern[str], _Replacement], ...] = (
     (
         re.compile(
             r"(?i)(?<![\w-])(--?(?=[\w-]*?(?:password|passwd|secret|token|api-?key|access-?key|credential))[\w-]++)"
-            r"(\s+|=)(?!-)(\S+)"
+            r"([ \t]+|=)(?!-)(\S+)"
         ),
         rf"\1\2{MASK}",
     ),
     # mysql -pX, mysql -u root -p X, sshpass -p X, redis-cli -a X (same command, same line)
     (
-        re.compile(rf"(?i)(\b{_PASSWORD_COMMAND}\b[^\n;|&]{{0,200}}?\s-p)(?:(\s+)(?!-)|(?=[^\s-]))(\S+)"),
+        re.compile(rf"(?i)(\b{_PASSWORD_COMMAND}\b[^\n;|&]{{0,200}}?\s-p)(?:([ \t]+)(?!-)|(?=[^\s-]))(\S+)"),
         lambda m: f"{m.group(1)}{m.group(2) or ''}{MASK}",
     ),
-    (re.compile(r"(?i)(\b(?:redis|valkey|keydb)-cli\b[^\n;|&]{0,200}?\s-a\s+)(?!-)(\S+)"), rf"\1{MASK}"),
+    (re.compile(r"(?i)(\b(?:redis|valkey|keydb)-cli\b[^\n;|&]{0,200}?\s-a[ \t]+)(?!-)(\S+)"), rf"\1{MASK}"),
     # curl -u user:password, --user=user:password
     (re.compile(r"((?:^|\s)(?:-u|--user|--proxy-user)(?:\s+|=)['\"]?[^\s:'\"]+:)([^\s'\"]+)"), rf"\1{MASK}"),
     # redis AUTH [user] password, also as MONITOR prints it: "AUTH" "user" "password"
