@@ -264,6 +264,7 @@ async def operate(settings: Settings, kube: KubeClient) -> int:
         priority=settings.peering_priority,
         namespaces=settings.namespaces,
         on_activate=service.rebuild,
+        on_pause=service.standing_by,
     )
     loops = [
         asyncio.create_task(

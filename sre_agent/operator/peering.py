@@ -54,6 +54,7 @@ class PeeringGate:
         priority: int,
         namespaces: Sequence[str] = (),
         on_activate: Callable[[], Awaitable[None]] | None = None,
+        on_pause: Callable[[], None] | None = None,
     ) -> None:
         self.kube = kube  # None: standalone
         self.name = name
@@ -62,6 +63,7 @@ class PeeringGate:
         self.namespaces = tuple(namespaces)
         self._paused_for: tuple[str, ...] = ()
         self.on_activate = on_activate
+        self.on_pause = on_pause  # e.g. zero the gauges only the active replica keeps right
         self.activations = 0  # how often this replica took over from another peer
 
     async def active(self) -> bool:
@@ -87,6 +89,8 @@ class PeeringGate:
             took_over = bool(self._paused_for) and not blockers
             if blockers:
                 log.info("Periodic work paused in favour of peers %s", ", ".join(blockers))
+                if self.on_pause is not None:
+                    self.on_pause()
             else:
                 log.info("Periodic work resumed: no other active peer")
             self._paused_for = blockers

@@ -218,6 +218,10 @@ class AgentService:
             remembered,
         )
 
+    def standing_by(self) -> None:
+        """Another peer is active: its gauges count the pending decisions, not this replica's."""
+        self.metrics.set_pending({}, 0)
+
     def _rebuild_ledger(self, objects: list[JSON]) -> int:
         self.ledger.entries.clear()
         restored = 0

@@ -108,11 +108,20 @@ async def test_the_gate_rebuilds_when_this_replica_takes_over_and_only_then() ->
     async def rebuild() -> None:
         rebuilds.append(1)
 
-    gate = PeeringGate(kube, name="sre-agent", identity="me", priority=0, on_activate=rebuild)  # type: ignore[arg-type]
+    pauses: list[int] = []
+    gate = PeeringGate(
+        kube,  # type: ignore[arg-type]
+        name="sre-agent",
+        identity="me",
+        priority=0,
+        on_activate=rebuild,
+        on_pause=lambda: pauses.append(1),
+    )
     assert await gate.active() and rebuilds == []  # started active: start() already rebuilt
     kube.status = {"other": peer(10, datetime.now(UTC))}
     assert not await gate.active()
     assert not await gate.active()
+    assert pauses == [1]
     kube.status = {"other": peer(10, datetime.now(UTC) - timedelta(minutes=5))}  # the other peer died
     assert await gate.active() and rebuilds == [1]
     assert await gate.active() and rebuilds == [1]
