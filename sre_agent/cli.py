@@ -112,10 +112,17 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_policy(args: argparse.Namespace) -> int:
+    """Every file is checked: one stdout line per good file, one stderr line per bad one (exit 2)."""
+    bad = 0
     for path in args.files:
-        policy = load_policy(path)
+        try:
+            policy = load_policy(path)
+        except PolicyError as exc:
+            print(f"sre-agent: {exc}", file=sys.stderr)
+            bad += 1
+            continue
         print(f"{path}: ok (policy {policy.name}, actions: {', '.join(policy.allowed_actions())})")
-    return 0
+    return 2 if bad else 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

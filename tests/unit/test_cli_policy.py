@@ -76,3 +76,14 @@ def test_good_policies_pass_check_policy() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert len(done.stdout.splitlines()) == len(files)
+
+
+def test_every_file_is_checked_one_line_each(tmp_path: Path) -> None:
+    nan, unknown = tmp_path / "nan.yaml", tmp_path / "unknown.yaml"
+    nan.write_bytes(BAD[0][1])
+    unknown.write_bytes(BAD[4][1])
+    good = str(REPO / "policies" / "default.yaml")
+    done = sre_agent("check-policy", str(nan), good, str(unknown))
+    assert done.returncode == 2
+    assert [line.split(": ")[1] for line in done.stderr.splitlines()] == [str(nan), str(unknown)]
+    assert done.stdout.startswith(f"{good}: ok") and len(done.stdout.splitlines()) == 1
