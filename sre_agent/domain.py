@@ -49,7 +49,7 @@ class Category(StrEnum):
     UNKNOWN = "unknown"
 
 
-# The five actions every policy knows (contract section 4); policies may add more.
+# The five actions (contract section 4): the only ones a policy may name (core.policy refuses others).
 RESTART_POD = "restart_pod"
 SCALE_DEPLOYMENT = "scale_deployment"
 CORDON_NODE = "cordon_node"
