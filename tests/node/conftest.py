@@ -166,7 +166,6 @@ def operator(node_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) ->
     settings = {
         "SRE_AGENT_LLM_BASE_URL": llm.base_url,
         "SRE_AGENT_LLM_MODEL": "fake-model",
-        "SRE_AGENT_LLM_API_KEY": "not-a-real-key",
         "SRE_AGENT_LLM_MAX_RETRIES": "0",
         "SRE_AGENT_LLM_CIRCUIT_FAILURES": "1000",
         "SRE_AGENT_PROBE_FAILURE_SECONDS": "20",
