@@ -116,6 +116,14 @@ LOG_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"ConfigurationError",
             r"ImproperlyConfigured",
             r"(config|configuration) file .* (not found|missing|does not exist)",
+            # A named setting that is required and absent, however the program words it.
+            r"required (setting|option|property|parameter|field|key|variable|value)s? \"?[\w.-]+\"? "
+            r"(is )?(missing|not set|not provided|not defined|absent|undefined)",
+            r"(setting|option|property|parameter|config key)s? \"?[\w.-]+\"? (is )?(required|missing|not set)\b",
+            r"required key \[?[\w.-]+\]? missing value",  # envconfig
+            r"\bField required \[type=missing",  # pydantic v2
+            r"\bfield required \(type=value_error\.missing\)",  # pydantic v1
+            r"missing required (setting|option|property|parameter|field|key|argument|flag)",
         ),
     ),
     (
@@ -385,12 +393,27 @@ def _ref(obj: JSON | None, default_kind: str = "") -> ObjectRef | None:
     )
 
 
+# Command-line flags and option echoes (`-XX:+ExitOnOutOfMemoryError`, `--oom-score-adj=-999`,
+# `ExitOnOutOfMemoryError=true`): a program printing its own settings reports no event, so the
+# words inside them are not matched (the line itself is still kept and scanned for the rest).
+CONFIG_ECHO = re.compile(
+    r"(?<![\w-])--?[A-Za-z][\w.:+/-]*(=\S*)?"
+    r"|\b[A-Z][A-Za-z0-9]*[A-Z]\w*\s*=\s*(true|false)\b"
+)
+
+
+def scan_text(line: str) -> str:
+    """The part of a log line that can report an event: the line without flags and option echoes."""
+    return CONFIG_ECHO.sub(" ", line)
+
+
 def _scan_lines(c: _Collector, lines: Iterable[str], source: str, budget: int) -> None:
     """Signals from every line; excerpts from matching lines plus a little stack-trace context."""
     lines = list(lines)
     taken = 0
     for i, line in enumerate(lines):
-        hits = [kind for kind, rx in LOG_PATTERNS if rx.search(line)]
+        text = scan_text(line) if "-" in line or "=" in line or ":" in line else line
+        hits = [kind for kind, rx in LOG_PATTERNS if rx.search(text)]
         for kind in hits:
             c.signal(kind, line.strip(), source)
         if hits and taken < budget:
@@ -489,6 +512,10 @@ def _event_signals(c: _Collector, events: Iterable[JSON]) -> None:
         count = event.get("count") or (event.get("series") or {}).get("count") or 1
         if event.get("type") == "Warning" or reason in ("Killing", "Evicted", "NodeNotReady", "Preempting"):
             c.excerpt(f"{reason} (x{count}): {message}")
+        involved = event.get("involvedObject") or event.get("regarding") or {}
+        if isinstance(involved, dict) and involved.get("kind") == "Node":
+            _node_event(c, reason, message, str(involved.get("name") or ""))
+            continue  # about the node, not the pod: never the pod's own OOM, probe or pull
         if reason == "FailedScheduling":
             if SCHED_CAPACITY.search(message):
                 c.signal("insufficient_resources", message, "event")
@@ -540,6 +567,15 @@ def _event_signals(c: _Collector, events: Iterable[JSON]) -> None:
             for kind, rx in LOG_PATTERNS:
                 if kind in ("connection_error", "missing_config", "invalid_config") and rx.search(message):
                     c.signal(kind, message, "event")
+
+
+def _node_event(c: _Collector, reason: str, message: str, node: str) -> None:
+    """An Event about the Node: the kernel's OOM killer acting for the node (SystemOOM), pressure,
+    NotReady. It tells about the node the pod runs on, never about the pod's own memory limit."""
+    if reason == "SystemOOM" or reason.endswith("Pressure") or reason == "EvictionThresholdMet":
+        c.signal("node_pressure", f"node {node} {reason}: {message}", "node")
+    elif reason in ("NodeNotReady", "Rebooted", "NodeLost"):
+        c.signal("node_not_ready", f"node {node} {reason}: {message}", "node")
 
 
 def _probe_event(c: _Collector, message: str) -> None:

@@ -36,12 +36,63 @@ EXPLANATIONS: dict[Category, str] = {
     Category.UNKNOWN: "the evidence is not enough to name a cause",
 }
 
-_SCHED_PART = re.compile(r"(\d+) ([^,.]+)")
+_SCHED_HEAD = re.compile(r"\d+/\d+ nodes are available:\s*", re.I)
+_SCHED_COUNT = re.compile(r"^(\d+) (.+)$", re.S)
 _CAPACITY_PART = re.compile(r"Insufficient|Too many pods|enough resource|exceeded quota", re.I)
 _CONSTRAINT_PART = re.compile(
-    r"affinity|selector|taint|topology|unschedulable|free ports|volume node affinity", re.I
+    r"affinity|selector|taint|topology|unschedulable|free ports|volume node affinity|had volume", re.I
 )
 _CONTROL_PLANE_TAINT = re.compile(r"node-role\.kubernetes\.io/(control-plane|master)", re.I)
+
+
+def scheduler_reasons(message: str) -> list[tuple[int, str]]:
+    """The scheduler's per-reason node counts, e.g. [(1, "node(s) had untolerated taint {...}"),
+    (2, "Insufficient cpu")], from the filtering part of a FailedScheduling message (the
+    preemption part after it is ignored). Commas and dots inside `{...}` belong to the reason."""
+    head = _SCHED_HEAD.search(message)
+    if head is None:
+        return []
+    body = message[head.end() :]
+    parts: list[str] = []
+    depth, start = 0, 0
+    for i, ch in enumerate(body):
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth = max(0, depth - 1)
+        elif depth == 0 and ch == ",":
+            parts.append(body[start:i])
+            start = i + 1
+        elif depth == 0 and ch == "." and (i + 1 == len(body) or body[i + 1].isspace()):
+            break  # end of the filtering sentence ("... . preemption: ...")
+    else:
+        i = len(body)
+    parts.append(body[start:i])
+    out = []
+    for part in parts:
+        m = _SCHED_COUNT.match(part.strip())
+        if m:
+            out.append((int(m.group(1)), m.group(2).strip()))
+    return out
+
+
+def scheduler_node_counts(message: str) -> tuple[int, int]:
+    """(nodes that fail only for resources, nodes excluded by constraints) in one scheduler message.
+
+    The scheduler reports each node under the first filter it fails; taints, selectors and
+    affinity are checked before resources, so a node listed as "Insufficient cpu" passed every
+    constraint and lacks only room. Control-plane nodes are excluded on every cluster by their
+    usual taint and say nothing about this pod.
+    """
+    capacity = constraint = 0
+    for count, reason in scheduler_reasons(message):
+        if _CONTROL_PLANE_TAINT.search(reason):
+            continue
+        if _CAPACITY_PART.search(reason):
+            capacity += count
+        elif _CONSTRAINT_PART.search(reason):
+            constraint += count
+    return capacity, constraint
 
 
 @dataclass(frozen=True)
@@ -61,19 +112,18 @@ def _first(evidence: Evidence, *kinds: str) -> str:
 def _scheduling(evidence: Evidence) -> _Finding:
     """Weigh the scheduler's per-node reasons: which kind excludes the most nodes."""
     capacity = constraint = 0
-    for detail in evidence.details("insufficient_resources") + evidence.details("scheduling_constraint"):
-        head = detail.split("preemption:")[0]
-        for count, reason in _SCHED_PART.findall(head):
-            if _CONTROL_PLANE_TAINT.search(reason):
-                continue  # every cluster's control plane is tainted: no signal
-            if _CAPACITY_PART.search(reason):
-                capacity += int(count)
-            elif _CONSTRAINT_PART.search(reason):
-                constraint += int(count)
+    for detail in dict.fromkeys(
+        evidence.details("insufficient_resources") + evidence.details("scheduling_constraint")
+    ):
+        fits, excluded = scheduler_node_counts(detail)
+        capacity, constraint = max(capacity, fits), max(constraint, excluded)
     if evidence.has("unbound_pvc") and not capacity and not constraint:
         return _Finding(Category.VOLUME_ERROR, 0.8, _first(evidence, "unbound_pvc"))
-    if capacity >= constraint and (capacity or evidence.has("insufficient_resources")):
+    if capacity:
+        # Some node passes every constraint and lacks only resources: more room would place the pod.
         return _Finding(Category.INSUFFICIENT_CAPACITY, 0.85, _first(evidence, "insufficient_resources"))
+    if evidence.has("insufficient_resources") and not constraint:
+        return _Finding(Category.INSUFFICIENT_CAPACITY, 0.75, _first(evidence, "insufficient_resources"))
     if constraint or evidence.has("scheduling_constraint"):
         return _Finding(Category.SCHEDULING_CONSTRAINT, 0.85, _first(evidence, "scheduling_constraint"))
     return _Finding(Category.UNKNOWN, 0.3, "scheduler gave no reason")
@@ -148,9 +198,22 @@ def _node(evidence: Evidence) -> _Finding:
     return _Finding(Category.NODE_FAILURE, 0.7, _first(evidence, "evicted", "node_lost"))
 
 
+def _node_oom(evidence: Evidence) -> str:
+    """The node's own OOM event (kubelet's SystemOOM), if the evidence has one."""
+    return next((d for d in evidence.details("node_pressure") if " SystemOOM: " in d), "")
+
+
+def _memory_limited(evidence: Evidence) -> bool:
+    limits = evidence.facts.get("limits") or {}
+    return any(isinstance(v, dict) and v.get("memory") for v in limits.values())
+
+
 def find_cause(evidence: Evidence) -> _Finding:
     symptom = evidence.symptom
     if symptom == Symptom.OOM_KILLED:
+        if _node_oom(evidence) and not _memory_limited(evidence):
+            # No limit of its own to exceed: the kernel killed it because the node ran out of memory.
+            return _Finding(Category.NODE_FAILURE, 0.75, _node_oom(evidence))
         return _Finding(Category.OOM, 0.9, _first(evidence, "oom_killed"))
     if symptom == Symptom.IMAGE_PULL:
         return _Finding(
