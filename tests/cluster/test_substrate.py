@@ -122,6 +122,7 @@ def test_valid_decision_round_trips_and_prints_columns(cluster: Cluster, namespa
         "SOURCE",
         "PHASE",
         "AGE",
+        "DIAGNOSIS",
     ]
     assert "web-7d4b9c-abcde" in out and "CrashLoopBackOff" in out
 
