@@ -5,20 +5,21 @@
 # (`--build-arg BASE=...`), without a registry.
 ARG BASE=python:3.11-slim
 
-# Builder: the package and its dependencies in a venv, compiled to bytecode.
+# Builder: the package and its dependencies (the versions pinned in requirements.lock) in a venv,
+# compiled to bytecode.
 FROM ${BASE} AS builder
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY sre_agent ./sre_agent
 COPY prompts ./prompts
 COPY policies ./policies
 COPY crds ./crds
 COPY replay/incidents ./replay/incidents
 RUN python3 -m venv /opt/sre-agent \
-    && /opt/sre-agent/bin/pip install --no-compile . \
+    && /opt/sre-agent/bin/pip install --no-compile -c requirements.lock . \
     && /opt/sre-agent/bin/pip uninstall -y -q pip setuptools \
     && python3 -m compileall -q --invalidation-mode unchecked-hash /opt/sre-agent/lib
 

@@ -49,17 +49,19 @@ class Category(StrEnum):
     UNKNOWN = "unknown"
 
 
-# The five actions (contract section 4): the only ones a policy may name (core.policy refuses others).
+# The six actions (contract section 4): the only ones a policy may name (core.policy refuses others).
 RESTART_POD = "restart_pod"
 SCALE_DEPLOYMENT = "scale_deployment"
 CORDON_NODE = "cordon_node"
 CREATE_ALERT = "create_alert"
+ROLLBACK_DEPLOYMENT = "rollback_deployment"  # back to the immediately previous revision only
 NO_ACTION = "none"
 BUILTIN_ACTIONS: tuple[str, ...] = (
     RESTART_POD,
     SCALE_DEPLOYMENT,
     CORDON_NODE,
     CREATE_ALERT,
+    ROLLBACK_DEPLOYMENT,
     NO_ACTION,
 )
 
@@ -96,6 +98,9 @@ class IncidentContext:
     node: JSON | None = None
     node_metrics: JSON | None = None
     pod_metrics: JSON | None = None
+    # Other objects read around the incident: the owner Deployment's ReplicaSets (its rollout
+    # history), and the Services, EndpointSlices and workloads of dependencies the evidence names.
+    related: tuple[JSON, ...] = ()
     captured_at: datetime | None = None
     incident_id: str = ""
 

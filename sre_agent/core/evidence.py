@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sre_agent.core.literals import fold, gate
 from sre_agent.core.redaction import Redactor
 from sre_agent.core.symptoms import node_is_not_ready
 from sre_agent.domain import JSON, Category, Evidence, IncidentContext, ObjectRef, Signal, Symptom
@@ -407,13 +408,20 @@ def scan_text(line: str) -> str:
     return CONFIG_ECHO.sub(" ", line)
 
 
+# The log patterns with their literal gates: a line that holds none of a pattern's words skips the search.
+_GATED_LOG_PATTERNS = tuple((kind, rx, gate(rx)) for kind, rx in LOG_PATTERNS)
+
+
 def _scan_lines(c: _Collector, lines: Iterable[str], source: str, budget: int) -> None:
     """Signals from every line; excerpts from matching lines plus a little stack-trace context."""
     lines = list(lines)
     taken = 0
     for i, line in enumerate(lines):
         text = scan_text(line) if "-" in line or "=" in line or ":" in line else line
-        hits = [kind for kind, rx in LOG_PATTERNS if rx.search(text)]
+        folded = fold(text)
+        hits = [
+            kind for kind, rx, can in _GATED_LOG_PATTERNS if (can is None or can(folded)) and rx.search(text)
+        ]
         for kind in hits:
             c.signal(kind, line.strip(), source)
         if hits and taken < budget:

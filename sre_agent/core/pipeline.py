@@ -84,7 +84,10 @@ class Pipeline:
             self.reasoner_id = str(getattr(self.reasoner, "reasoner_id", self.reasoner.name))
         if self.rules is None:
             scale = self.policy.actions.get(SCALE_DEPLOYMENT)
-            self.rules = RuleReasoner(max_replicas=scale.max_replicas if scale else 20)
+            self.rules = RuleReasoner(
+                max_replicas=scale.max_replicas if scale else 20,
+                allowed=frozenset(self.policy.allowed_actions()),
+            )
 
     @property
     def rule_reasoner(self) -> RuleReasoner:
@@ -152,7 +155,19 @@ def _request(evidence: Evidence, diagnosis: Diagnosis) -> ActionRequest:
         node=evidence.node,
         confidence=diagnosis.confidence,
         current_replicas=evidence.replicas,
+        previous_revision=_previous_revision(evidence),
     )
+
+
+def _previous_revision(evidence: Evidence) -> tuple[str, int] | None:
+    """The previous rollout revision the evidence shows (core.rollout), for rollback_deployment."""
+    rollout = evidence.facts.get("rollout")
+    if not isinstance(rollout, dict):
+        return None
+    name, number = rollout.get("previous_replicaset"), rollout.get("previous_revision")
+    if isinstance(name, str) and name and isinstance(number, int) and not isinstance(number, bool):
+        return name, number
+    return None
 
 
 def request_from_decision(decision: Decision) -> ActionRequest:

@@ -26,6 +26,7 @@ from sre_agent.domain import (
     CREATE_ALERT,
     NO_ACTION,
     RESTART_POD,
+    ROLLBACK_DEPLOYMENT,
     SCALE_DEPLOYMENT,
     ObjectRef,
     PolicyVerdict,
@@ -60,6 +61,8 @@ ACTION_PARAMETERS: Mapping[str, frozenset[str]] = {
     SCALE_DEPLOYMENT: frozenset({"namespace", "name", "replicas"}),
     CORDON_NODE: frozenset({"name"}),
     CREATE_ALERT: frozenset({"severity", "summary"}),
+    # The ReplicaSet and revision to return to: the executor re-checks they are still the previous ones.
+    ROLLBACK_DEPLOYMENT: frozenset({"namespace", "name", "replicaset", "revision"}),
     NO_ACTION: frozenset(),
 }
 
@@ -119,7 +122,10 @@ class Policy:
         return "\n".join(lines)
 
 
-DEFAULT_ACTIONS: Mapping[str, ActionRule] = {name: ActionRule() for name in BUILTIN_ACTIONS}
+# A policy without an `actions` key: every action but rollback_deployment, which a policy must enable.
+DEFAULT_ACTIONS: Mapping[str, ActionRule] = {
+    name: ActionRule(enabled=name != ROLLBACK_DEPLOYMENT) for name in BUILTIN_ACTIONS
+}
 
 
 def default_policy() -> Policy:
@@ -285,6 +291,8 @@ class ActionRequest:
     node: str
     confidence: float
     current_replicas: int | None = None
+    # For rollback_deployment: the (ReplicaSet, revision) the evidence shows as the previous one.
+    previous_revision: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -330,7 +338,7 @@ def action_target(request: ActionRequest) -> ObjectRef | None:
     name = request.action.name
     if name == RESTART_POD or name in (CREATE_ALERT, NO_ACTION):
         return request.pod
-    if name == SCALE_DEPLOYMENT:
+    if name in (SCALE_DEPLOYMENT, ROLLBACK_DEPLOYMENT):
         return request.owner
     if name == CORDON_NODE:
         return ObjectRef(kind="Node", name=request.node) if request.node else None
@@ -355,9 +363,12 @@ def bind_parameters(request: ActionRequest) -> dict[str, Any]:
     target = action_target(request)
     if target is None:
         return params
-    if request.action.name in (RESTART_POD, SCALE_DEPLOYMENT):
+    if request.action.name in (RESTART_POD, SCALE_DEPLOYMENT, ROLLBACK_DEPLOYMENT):
         params.setdefault("namespace", target.namespace)
         params.setdefault("name", target.name)
+    if request.action.name == ROLLBACK_DEPLOYMENT and request.previous_revision is not None:
+        params.setdefault("replicaset", request.previous_revision[0])
+        params.setdefault("revision", str(request.previous_revision[1]))
     elif request.action.name == CORDON_NODE:
         params.setdefault("name", target.name)
     return params
@@ -412,6 +423,10 @@ def evaluate(policy: Policy, request: ActionRequest, ledger: ActionLedger, now: 
             return blocked(f"namespace {target.namespace} is protected")
         if name == RESTART_POD and request.owner is None:
             return blocked("restart_pod refused: the pod has no controller, deleting it would lose it")
+        if name == ROLLBACK_DEPLOYMENT:
+            refusal = _rollback_refusal(request, target)
+            if refusal:
+                return blocked(refusal)
         if name == SCALE_DEPLOYMENT:
             if target.kind != "Deployment":
                 return blocked(f"scale_deployment needs a Deployment, the owner is a {target.kind}")
@@ -458,6 +473,26 @@ def evaluate(policy: Policy, request: ActionRequest, ledger: ActionLedger, now: 
             policy.dry_run,
         )
     return PolicyVerdict("allowed", f"{name} allowed by policy {policy.name}", policy.dry_run)
+
+
+def _rollback_refusal(request: ActionRequest, target: ObjectRef) -> str:
+    """Why a rollback cannot be judged ("" when it can): it needs a Deployment and the previous
+    revision named in its parameters, the one the evidence shows when the evidence shows one."""
+    if target.kind != "Deployment":
+        return f"rollback_deployment needs a Deployment, the owner is a {target.kind}"
+    params = request.action.parameters
+    replicaset, revision = params.get("replicaset"), params.get("revision")
+    if not isinstance(replicaset, str) or not replicaset or not isinstance(revision, str | int):
+        return "rollback_deployment needs the previous revision (replicaset, revision) and the incident shows none"
+    if isinstance(revision, bool) or not str(revision).isdigit():
+        return f"rollback_deployment revision must be a number, not {revision!r}"
+    known = request.previous_revision
+    if known is not None and (replicaset, int(revision)) != known:
+        return (
+            f"rollback_deployment names {replicaset} revision {revision} but the previous revision is "
+            f"{known[0]} revision {known[1]}"
+        )
+    return ""
 
 
 def may_execute(verdict: PolicyVerdict, approved: bool) -> bool:

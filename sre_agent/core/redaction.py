@@ -21,9 +21,10 @@ import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
+from sre_agent.core.literals import Gate, fold, gate
 from sre_agent.domain import JSON, IncidentContext
 
 MASK = "[REDACTED]"
@@ -191,13 +192,32 @@ _PATTERNS: tuple[tuple[re.Pattern[str], _Replacement], ...] = (
 )
 
 
+# Each pattern with its literal gate (core/literals.py): a text holding none of the words a
+# pattern needs skips it, which leaves most texts with a handful of the patterns to run.
+_GATED: tuple[tuple[re.Pattern[str], _Replacement, Gate | None], ...] = tuple(
+    (pattern, replacement, gate(pattern)) for pattern, replacement in _PATTERNS
+)
+
+
 def redact_text(text: str, known: Iterable[str] = ()) -> str:
     """Mask known secret values first (longest first), then the generic patterns."""
-    for value in sorted(set(known), key=len, reverse=True):
-        if len(value) >= MIN_KNOWN:
+    return _redact(text, _longest_first(known))
+
+
+def _longest_first(known: Iterable[str]) -> tuple[str, ...]:
+    return tuple(v for v in sorted(set(known), key=len, reverse=True) if len(v) >= MIN_KNOWN)
+
+
+def _redact(text: str, known: tuple[str, ...]) -> str:
+    for value in known:
+        if value in text:
             text = text.replace(value, MASK)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
+    folded = fold(text)
+    for pattern, replacement, can in _GATED:
+        if can is None or can(folded):
+            redacted = pattern.sub(replacement, text)
+            if redacted != text:
+                text, folded = redacted, fold(redacted)
     return text
 
 
@@ -262,11 +282,12 @@ def _parse_json(text: str) -> Any:
         return None
 
 
-def _walk_secrets(value: Any) -> Iterator[str]:
+def _walk_secrets(value: Any, out: set[str]) -> None:
     """Every trackable secret an API object holds, at any depth (a Pod, a Deployment's template)."""
     if isinstance(value, list):
         for item in value:
-            yield from _walk_secrets(item)
+            if isinstance(item, list | dict):
+                _walk_secrets(item, out)
         return
     if not isinstance(value, dict):
         return
@@ -274,26 +295,29 @@ def _walk_secrets(value: Any) -> Iterator[str]:
         if isinstance(env, dict):
             name = str(env.get("name", ""))
             if SENSITIVE_NAME.search(name) and _trackable(name, env.get("value")):
-                yield env["value"]
-    argv = _argv(value)
-    for _, secret in secret_argv_indices(argv or []).values():
-        if _trackable("", secret):
-            yield secret
+                out.add(env["value"])
+    if "command" in value or "args" in value:
+        argv = _argv(value)
+        for _, secret in secret_argv_indices(argv or []).values():
+            if _trackable("", secret):
+                out.add(secret)
     annotations = value.get("annotations")
     if isinstance(annotations, dict):
         for name, text in annotations.items():
             if name == LAST_APPLIED and isinstance(text, str):
-                yield from _walk_secrets(_parse_json(text))
+                _walk_secrets(_parse_json(text), out)
             elif SENSITIVE_ANNOTATION.search(str(name)) and _trackable(str(name), text):
-                yield text
+                out.add(text)
     for key, item in value.items():
-        if key not in ("env", "annotations"):
-            yield from _walk_secrets(item)
+        if key not in ("env", "annotations") and isinstance(item, list | dict):
+            _walk_secrets(item, out)
 
 
 def secret_env_values(pod: JSON) -> set[str]:
     """Every value the object marks as secret (env, flags, annotations, last-applied copy)."""
-    return set(_walk_secrets(pod))
+    out: set[str] = set()
+    _walk_secrets(pod, out)
+    return out
 
 
 class Redactor:
@@ -301,6 +325,7 @@ class Redactor:
 
     def __init__(self, known_secrets: Iterable[str] = ()) -> None:
         self.known = {v for v in known_secrets if isinstance(v, str) and len(v) >= MIN_KNOWN}
+        self._ordered = (frozenset(self.known), _longest_first(self.known))
 
     @classmethod
     def for_pod(cls, pod: JSON, extra: Iterable[str] = ()) -> Redactor:
@@ -317,7 +342,9 @@ class Redactor:
         return cls.for_objects(ctx.pod, ctx.owner)
 
     def text(self, text: str) -> str:
-        return redact_text(text, self.known)
+        if self._ordered[0] != self.known:  # `known` was changed after construction
+            self._ordered = (frozenset(self.known), _longest_first(self.known))
+        return _redact(text, self._ordered[1])
 
     def obj(self, value: Any) -> Any:
         """A deep copy of an API object with secrets masked: by name, by position, by pattern."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from sre_agent.domain import (
     CORDON_NODE,
     CREATE_ALERT,
+    ROLLBACK_DEPLOYMENT,
     SCALE_DEPLOYMENT,
     Category,
     Diagnosis,
@@ -137,8 +138,10 @@ def _application(evidence: Evidence, base: float) -> _Finding:
         return _Finding(Category.BAD_CONFIG, base, _first(evidence, "missing_config", "config_error"))
     if evidence.has("auth_failure"):
         return _Finding(Category.BAD_CONFIG, base - 0.1, _first(evidence, "auth_failure"))
+    if evidence.has("dependency_down"):
+        return _Finding(Category.DEPENDENCY_UNAVAILABLE, base + 0.1, _dependency_why(evidence))
     if evidence.has("connection_error"):
-        return _Finding(Category.DEPENDENCY_UNAVAILABLE, base, _first(evidence, "connection_error"))
+        return _Finding(Category.DEPENDENCY_UNAVAILABLE, base, _dependency_why(evidence))
     if evidence.has("invalid_config"):
         return _Finding(Category.BAD_CONFIG, base - 0.1, _first(evidence, "invalid_config"))
     if evidence.has("app_exception"):
@@ -172,7 +175,7 @@ def _probe(evidence: Evidence) -> _Finding:
         and not evidence.has("probe_port_mismatch", "probe_too_early")
     ):
         # A health endpoint that answers 503 while the logs show a dependency refusing: the probe is right.
-        return _Finding(Category.DEPENDENCY_UNAVAILABLE, 0.7, _first(evidence, "connection_error"))
+        return _Finding(Category.DEPENDENCY_UNAVAILABLE, 0.7, _dependency_why(evidence))
     if misconfigured:
         return _Finding(
             Category.PROBE_MISCONFIGURED,
@@ -180,7 +183,7 @@ def _probe(evidence: Evidence) -> _Finding:
             _first(evidence, "probe_port_mismatch", "probe_too_early", "probe_http_error", "probe_refused"),
         )
     if evidence.has("connection_error"):
-        return _Finding(Category.DEPENDENCY_UNAVAILABLE, 0.6, _first(evidence, "connection_error"))
+        return _Finding(Category.DEPENDENCY_UNAVAILABLE, 0.6, _dependency_why(evidence))
     if evidence.has("probe_timeout"):
         return _Finding(Category.OVERLOAD, 0.5, _first(evidence, "probe_timeout"))
     if evidence.has("app_exception"):
@@ -196,6 +199,13 @@ def _node(evidence: Evidence) -> _Finding:
         # A healthy node that evicted or kept a pod: the pod's own limits or a stuck shutdown.
         return _Finding(Category.UNKNOWN, 0.4, _first(evidence, "evicted", "node_lost"))
     return _Finding(Category.NODE_FAILURE, 0.7, _first(evidence, "evicted", "node_lost"))
+
+
+def _dependency_why(evidence: Evidence) -> str:
+    """The traced dependency (Service, endpoints, workload) when known, else the error line."""
+    traced = _first(evidence, "dependency_down", "dependency")
+    error = _first(evidence, "connection_error")
+    return f"{traced} (the pod's error: {error})" if traced else error
 
 
 def _node_oom(evidence: Evidence) -> str:
@@ -247,10 +257,39 @@ def find_cause(evidence: Evidence) -> _Finding:
     return _application(evidence, 0.75)
 
 
+# Causes a rollout can bring (a new image, command, env or probe); not those outside the workload.
+ROLLBACK_CATEGORIES = frozenset(
+    {
+        Category.APP_ERROR,
+        Category.BAD_CONFIG,
+        Category.IMAGE_ERROR,
+        Category.OOM,
+        Category.PROBE_MISCONFIGURED,
+        Category.UNKNOWN,
+    }
+)
+
+
 def choose_action(
-    evidence: Evidence, category: Category, summary: str, max_replicas: int = 20
+    evidence: Evidence,
+    category: Category,
+    summary: str,
+    max_replicas: int = 20,
+    allowed: frozenset[str] | None = None,
 ) -> ProposedAction:
-    """The safest useful action for a cause: humans get an alert unless an action clearly helps."""
+    """The safest useful action for a cause: humans get an alert unless an action clearly helps.
+
+    `allowed`: the actions the policy enables (None: all); rollback_deployment is proposed only then.
+    """
+    if (
+        category in ROLLBACK_CATEGORIES
+        and evidence.has("rollout_regression")
+        and evidence.owner
+        and evidence.owner.kind == "Deployment"
+        and (allowed is None or ROLLBACK_DEPLOYMENT in allowed)
+    ):
+        # The failures began with the newest rollout while the revision before it serves: go back.
+        return ProposedAction(ROLLBACK_DEPLOYMENT, {})
     if (
         category == Category.OVERLOAD
         and evidence.owner
@@ -279,19 +318,29 @@ class RuleReasoner:
 
     name = "rules"
 
-    def __init__(self, max_replicas: int = 20) -> None:
+    def __init__(self, max_replicas: int = 20, allowed: frozenset[str] | None = None) -> None:
         self.max_replicas = max_replicas
+        self.allowed = allowed
 
     def diagnose_now(self, evidence: Evidence) -> Diagnosis:
         finding = find_cause(evidence)
         target = f"{evidence.pod.namespace}/{evidence.pod.name}"
         summary = f"{evidence.symptom.value} on {target}: {EXPLANATIONS[finding.category]}"
+        traced = _first(evidence, "dependency_down", "dependency")
+        if finding.category == Category.DEPENDENCY_UNAVAILABLE and traced:
+            summary = f"{summary}: {traced}"
         reasoning = f"{summary}. Key evidence: {finding.why or 'none'}"
+        action = choose_action(evidence, finding.category, summary, self.max_replicas, self.allowed)
+        if action.name == ROLLBACK_DEPLOYMENT:
+            regression = _first(evidence, "rollout_regression")
+            changes = "; ".join(evidence.details("rollout_change")[:4])
+            summary = f"{summary}; {regression}"
+            reasoning = f"{reasoning}. Rollout: {regression}" + (f"; changes: {changes}" if changes else "")
         return Diagnosis(
             category=finding.category,
-            summary=summary,
+            summary=summary[:500],
             reasoning=reasoning[:2000],
-            action=choose_action(evidence, finding.category, summary, self.max_replicas),
+            action=action,
             confidence=round(min(finding.confidence, 0.95), 2),
             source="rules",
         )

@@ -26,7 +26,7 @@ from sre_agent.core.policy import (
     may_execute,
     parse_policy_text,
 )
-from sre_agent.domain import ObjectRef, ProposedAction
+from sre_agent.domain import BUILTIN_ACTIONS, ObjectRef, ProposedAction
 
 NOW = datetime.fromisoformat("2026-11-20T10:00:00+00:00")
 POD = ObjectRef("Pod", "checkout-api-7d9f8b6c4-x2kqz", "shop", "uid-1")
@@ -211,7 +211,7 @@ def test_unknown_action_names_are_refused(name: str) -> None:
     message = str(err.value)
     assert message.startswith(f"p.yaml: invalid policy at actions.{name}")
     assert (
-        "restart_pod, scale_deployment, cordon_node, create_alert, none" in message
+        ", ".join(BUILTIN_ACTIONS) in message
         or "does not match" in message
     )
 

@@ -97,7 +97,7 @@ def _bounded(document: dict[str, Any], limit: int) -> dict[str, Any]:
     while _size(document) > limit and len(events) > MIN_EVENTS:
         events = events[len(events) // 4 or 1 :]  # keep the newest
         document["events"] = events
-    for key in ("node_metrics", "pod_metrics", "node", "owner"):
+    for key in ("related", "node_metrics", "pod_metrics", "node", "owner"):
         if _size(document) <= limit:
             break
         document.pop(key, None)
@@ -131,6 +131,8 @@ def redacted_incident(
     ):
         if value is not None:
             document[key] = strip_managed_fields(value)
+    if ctx.related:
+        document["related"] = [strip_managed_fields(o) for o in ctx.related]
     if expected:
         document["expected"] = dict(expected)
     return _bounded(redact_document(document, Redactor.for_context(ctx)), max_bytes)
@@ -143,9 +145,16 @@ def redact_document(document: Mapping[str, Any], redactor: Redactor | None = Non
     Redactor) is dropped too: it repeats the spec and often an old secret, and says nothing new.
     """
     if redactor is None:
-        redactor = Redactor.for_objects(document.get("pod"), document.get("owner"))
+        related = document.get("related")
+        extra = related if isinstance(related, list) else []
+        redactor = Redactor.for_objects(document.get("pod"), document.get("owner"), *extra)
     redacted: dict[str, Any] = redactor.obj(dict(document))
-    for obj in (redacted.get("pod"), redacted.get("owner")):
+    related_out = redacted.get("related")
+    for obj in (
+        redacted.get("pod"),
+        redacted.get("owner"),
+        *(related_out if isinstance(related_out, list) else []),
+    ):
         annotations = ((obj if isinstance(obj, dict) else {}).get("metadata") or {}).get("annotations")
         if isinstance(annotations, dict):
             annotations.pop(LAST_APPLIED, None)

@@ -13,6 +13,11 @@ LLM wrote, and is idempotent:
 * cordon_node: merge-patch `spec.unschedulable: true` (no-op when already cordoned);
 * create_alert: a Warning Event (reason SREAgentAlert) on the target, aggregated by name
   when repeated, plus the configured notifier;
+* rollback_deployment: like `kubectl rollout undo`, replace the Deployment's pod template with
+  the one of its immediately previous revision, after re-reading the ReplicaSets and checking
+  that this previous revision is still the one decided on (its ReplicaSet name and revision in
+  the parameters); a JSON patch guarded by the Deployment's resourceVersion, and a no-op when
+  the Deployment already runs that ReplicaSet's template;
 * none: nothing.
 
 `execute_decision` runs a recorded AgentDecision and first checks it is the decision the
@@ -37,6 +42,7 @@ from typing import Any
 from sre_agent.adapters.kube.client import KubeClient, KubeError, api_path
 from sre_agent.adapters.kube.decisions import RecordedDecision, action_digest, rfc3339
 from sre_agent.adapters.notify import Notifier
+from sre_agent.core import rollout
 from sre_agent.core.policy import (
     FORBIDDEN_KINDS,
     NON_MUTATING,
@@ -55,6 +61,7 @@ from sre_agent.domain import (
     JSON,
     NO_ACTION,
     RESTART_POD,
+    ROLLBACK_DEPLOYMENT,
     SCALE_DEPLOYMENT,
     ObjectRef,
     ProposedAction,
@@ -190,6 +197,8 @@ class Executor:
             result = await self._cordon(target)
         elif name == CREATE_ALERT:
             result = await self._alert(request, target, summary or {})
+        elif name == ROLLBACK_DEPLOYMENT:
+            result = await self._rollback(request, target)
         else:
             raise ActionRefused(f"{name} refused: the executor has no implementation for this action")
         if result.changed:
@@ -262,6 +271,67 @@ class Executor:
             target,
             True,
             f"scaled deployment {target.namespace}/{target.name} from {current} to {replicas} replicas",
+        )
+
+    async def _rollback(self, request: ActionRequest, target: ObjectRef) -> ActionResult:
+        params = request.action.parameters
+        want_rs, want_rev = str(params.get("replicaset") or ""), str(params.get("revision") or "")
+        deployment = await self.kube.get("apps/v1", "deployments", target.namespace, target.name)
+        if deployment is None:
+            raise ActionRefused(f"rollback_deployment refused: deployment {target.key()} does not exist")
+        meta = deployment.get("metadata") or {}
+        if target.uid and meta.get("uid") != target.uid:
+            raise ActionRefused(f"rollback_deployment refused: deployment {target.key()} was replaced")
+        selector = ((deployment.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        replicasets = await self.kube.list_objects(
+            "apps/v1",
+            "replicasets",
+            target.namespace,
+            label_selector=",".join(f"{k}={v}" for k, v in sorted(selector.items())) or None,
+        )
+        history = rollout.revisions(deployment, replicasets)
+        if not history:
+            raise ActionRefused(
+                f"rollback_deployment refused: deployment {target.key()} has no rollout history"
+            )
+        current_template = rollout.without_hash((deployment.get("spec") or {}).get("template") or {})
+        by_name = {r.replicaset: r for r in history}
+        wanted = by_name.get(want_rs)
+        if wanted is not None and rollout.without_hash(wanted.template) == current_template:
+            # Already on that template (the controller then gives its ReplicaSet the newest revision).
+            return ActionResult(
+                ROLLBACK_DEPLOYMENT,
+                target,
+                False,
+                f"deployment {target.key()} already runs the template of ReplicaSet {want_rs}",
+            )
+        previous = history[1] if len(history) > 1 else None
+        if previous is None or previous.replicaset != want_rs or str(previous.number) != want_rev:
+            now = f"{previous.replicaset} revision {previous.number}" if previous else "none"
+            raise ActionRefused(
+                f"rollback_deployment refused: the previous revision of {target.key()} is now {now}, "
+                f"not the decided {want_rs} revision {want_rev}"
+            )
+        patch = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta.get("resourceVersion")},
+            {"op": "replace", "path": "/spec/template", "value": rollout.without_hash(previous.template)},
+        ]
+        path = api_path("apps/v1", "deployments", target.namespace, target.name)
+        try:
+            await self.kube.request("PATCH", path, body=patch, content_type="application/json-patch+json")
+        except KubeError as exc:
+            if exc.status in (409, 422):  # the test op failed: someone changed the Deployment meanwhile
+                raise ActionRefused(
+                    f"rollback_deployment refused: deployment {target.key()} changed while rolling back; "
+                    "nothing was changed"
+                ) from None
+            raise
+        return ActionResult(
+            ROLLBACK_DEPLOYMENT,
+            target,
+            True,
+            f"rolled deployment {target.key()} back from revision {history[0].number} to revision "
+            f"{previous.number} (ReplicaSet {previous.replicaset})",
         )
 
     async def _cordon(self, target: ObjectRef) -> ActionResult:

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sre_agent.adapters.kube.client import KubeClient, KubeError
+from sre_agent.core import dependencies, rollout
 from sre_agent.core.reasoning import Clock
 from sre_agent.domain import JSON, IncidentContext
 
@@ -105,6 +106,9 @@ class Gatherer:
         events, logs, node_obj, owner, node_metrics, pod_metrics = await asyncio.gather(
             events_t, logs_t, node_t, owner_t, node_metrics_t, pod_metrics_t
         )
+        history, deps = await asyncio.gather(
+            self.rollout_history(pod, owner), self.dependencies(pod, events, logs)
+        )
         return IncidentContext(
             pod=strip_managed_fields(pod),
             events=tuple(events),
@@ -113,6 +117,7 @@ class Gatherer:
             node=node_obj,
             node_metrics=node_metrics,
             pod_metrics=pod_metrics,
+            related=(*history, *deps),
             captured_at=self.clock.now(),
             incident_id=f"{namespace}-{name}",
         )
@@ -255,6 +260,126 @@ class Gatherer:
         if replicaset is not None and top is not replicaset:
             top = _with_rollout(top, replicaset)
         return top
+
+    async def rollout_history(self, pod: JSON, owner: JSON | None) -> list[JSON]:
+        """The ReplicaSets of the pod's Deployment, newest revision first (at most MAX_REPLICASETS)."""
+        if not owner or owner.get("kind") != "Deployment":
+            return []
+        meta = owner.get("metadata") or {}
+        match = ((owner.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        if not isinstance(match, dict) or not match:
+            return []
+        selector = ",".join(f"{k}={v}" for k, v in sorted(match.items()))
+
+        async def call() -> list[JSON]:
+            found = await self.kube.list_objects(
+                "apps/v1", "replicasets", str(meta.get("namespace") or ""), label_selector=selector
+            )
+            owned = [
+                rs
+                for rs in found
+                if rollout.owned_by(rs, str(meta.get("uid") or ""), str(meta.get("name") or ""))
+            ]
+            owned.sort(key=_revision, reverse=True)
+            return [
+                _as_kind(strip_managed_fields(rs), "apps/v1", "ReplicaSet") for rs in owned[:MAX_REPLICASETS]
+            ]
+
+        return await self._safe(f"ReplicaSets of Deployment {meta.get('name')}", pod, call, [])
+
+    async def dependencies(
+        self, pod: JSON, events: list[JSON], logs: dict[str, dict[str, str]]
+    ) -> list[JSON]:
+        """Services the failure lines name (core.dependencies), their EndpointSlices and workloads."""
+        namespace = str((pod.get("metadata") or {}).get("namespace") or "")
+        lines = [str(e.get("message") or "") for e in events]
+        for streams in logs.values():
+            for text in streams.values():
+                lines.extend(text.splitlines()[-MAX_DEPENDENCY_LINES:])
+        hosts = dependencies.hosts_in(lines)
+        if not hosts or not namespace:
+            return []
+
+        async def call() -> list[JSON]:
+            services: list[JSON] = []
+            for ns in dependencies.namespaces_to_read(hosts, namespace)[:MAX_DEPENDENCY_NAMESPACES]:
+                found = await self.kube.list_objects("v1", "services", ns)
+                services.extend(_as_kind(strip_managed_fields(s), "v1", "Service") for s in found)
+            out: list[JSON] = []
+            seen: set[tuple[str, str]] = set()
+            for host in hosts:
+                svc = dependencies.resolve(host, namespace, services)
+                if svc is None:
+                    continue
+                meta = svc.get("metadata") or {}
+                ns, name = str(meta.get("namespace") or namespace), str(meta.get("name") or "")
+                if (ns, name) in seen:
+                    continue
+                seen.add((ns, name))
+                out.append(svc)
+                slices = await self.kube.list_objects(
+                    "discovery.k8s.io/v1",
+                    "endpointslices",
+                    ns,
+                    label_selector=f"{dependencies.SERVICE_NAME_LABEL}={name}",
+                )
+                out.extend(
+                    _as_kind(strip_managed_fields(x), "discovery.k8s.io/v1", "EndpointSlice") for x in slices
+                )
+                out.extend(await self._workloads_behind(svc, ns))
+            return out
+
+        return await self._safe("dependencies", pod, call, [])
+
+    async def _workloads_behind(self, service: JSON, namespace: str) -> list[JSON]:
+        selector = (service.get("spec") or {}).get("selector")
+        if not isinstance(selector, dict) or not selector:
+            return []
+        out: list[JSON] = []
+        for kind, plural in (("Deployment", "deployments"), ("StatefulSet", "statefulsets")):
+            for obj in await self.kube.list_objects("apps/v1", plural, namespace):
+                labels = (((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels")
+                if isinstance(labels, dict) and dependencies.selects(selector, labels):
+                    out.append(_workload_summary(obj, kind))
+        return out[:MAX_DEPENDENCY_WORKLOADS]
+
+
+MAX_REPLICASETS = 5
+MAX_DEPENDENCY_LINES = 200
+MAX_DEPENDENCY_NAMESPACES = 3
+MAX_DEPENDENCY_WORKLOADS = 3
+
+
+def _revision(rs: JSON) -> int:
+    value = ((rs.get("metadata") or {}).get("annotations") or {}).get(REVISION)
+    return int(value) if isinstance(value, str) and value.isdigit() and len(value) < 10 else -1
+
+
+def _as_kind(obj: JSON, api_version: str, kind: str) -> JSON:
+    """List items come without kind and apiVersion; incident files need them."""
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        **{k: v for k, v in obj.items() if k not in ("kind", "apiVersion")},
+    }
+
+
+def _workload_summary(obj: JSON, kind: str) -> JSON:
+    """Only what dependency tracing reads of a workload: names, replicas, selector, pod labels, status."""
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": kind,
+        "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "labels", "generation") if k in meta},
+        "spec": {
+            "replicas": spec.get("replicas"),
+            "selector": spec.get("selector"),
+            "template": {"metadata": {"labels": template_labels}},
+        },
+        "status": obj.get("status") or {},
+    }
 
 
 def _with_rollout(owner: JSON, replicaset: JSON) -> JSON:
