@@ -312,6 +312,7 @@ def parse_incident(data: Any, origin: str) -> RecordedIncident:
         node=data.get("node"),
         node_metrics=data.get("node_metrics"),
         pod_metrics=data.get("pod_metrics"),
+        related=tuple(data.get("related") or ()),
         captured_at=captured,
         incident_id=data["id"],
     )

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sre_agent.core import dependencies, rollout
 from sre_agent.core.literals import fold, gate
 from sre_agent.core.redaction import Redactor
 from sre_agent.core.symptoms import node_is_not_ready
@@ -308,7 +309,7 @@ SUPPORTING_SIGNALS: dict[Category, frozenset[str]] = {
     Category.OOM: frozenset({"oom_killed", "memory_near_limit"}),
     Category.APP_ERROR: frozenset({"app_exception", "exit_code", "init_failure"}),
     Category.BAD_CONFIG: frozenset({"missing_config", "invalid_config", "auth_failure", "config_error"}),
-    Category.DEPENDENCY_UNAVAILABLE: frozenset({"connection_error"}),
+    Category.DEPENDENCY_UNAVAILABLE: frozenset({"connection_error", "dependency_down"}),
     Category.IMAGE_ERROR: frozenset({"image_not_found", "image_auth", "invalid_image", "image_pull"}),
     Category.INSUFFICIENT_CAPACITY: frozenset({"insufficient_resources"}),
     Category.SCHEDULING_CONSTRAINT: frozenset({"scheduling_constraint"}),
@@ -692,6 +693,9 @@ def extract(ctx: IncidentContext, symptom: Symptom, redactor: Redactor) -> Evide
             "spec",
         )
 
+    _rollout_signals(c, ctx, facts)
+    _dependency_signals(c, ctx, facts)
+
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
     images = tuple(
@@ -720,6 +724,53 @@ def extract(ctx: IncidentContext, symptom: Symptom, redactor: Redactor) -> Evide
         facts=facts,
         replicas=_owner_replicas(ctx.owner),
     )
+
+
+def _dependency_signals(c: _Collector, ctx: IncidentContext, facts: dict[str, Any]) -> None:
+    """The Services (and workloads) behind the hosts that connection errors name (core.dependencies)."""
+    if not any(isinstance(o, dict) and o.get("kind") == "Service" for o in ctx.related):
+        return
+    hosts = dependencies.hosts_in(s.detail for s in c.signals if s.kind == "connection_error")
+    found = dependencies.trace(hosts, ctx.namespace, ctx.related)
+    for dep in found:
+        line = dep.describe()
+        c.signal("dependency_down" if dep.down else "dependency", line, "dependency")
+        c.excerpt(f"dependency {dep.host}: {line}")
+    if found:
+        facts["dependencies"] = [
+            {
+                "host": d.host,
+                "service": d.service.key(),
+                "ready_endpoints": d.ready_endpoints,
+                "workload": d.workload,
+                "replicas": d.replicas,
+            }
+            for d in found
+        ]
+
+
+def _rollout_signals(c: _Collector, ctx: IncidentContext, facts: dict[str, Any]) -> None:
+    """The owner Deployment's rollout: revisions, what changed, and whether it caused the failure."""
+    found = rollout.analyse(ctx.pod, ctx.owner, ctx.related)
+    if found is None:
+        return
+    c.signal("rollout", found.summary(), "rollout")
+    c.excerpt(found.summary())
+    for line in found.diff:
+        c.signal("rollout_change", line, "rollout")
+        c.excerpt(f"rollout change: {line}")
+    fact: dict[str, Any] = {"revision": found.current.number, "replicaset": found.current.replicaset}
+    if found.previous is not None:
+        fact.update(
+            previous_revision=found.previous.number,
+            previous_replicaset=found.previous.replicaset,
+            previous_ready=found.previous.ready,
+        )
+    if found.regression:
+        c.signal("rollout_regression", found.regression_line(), "rollout")
+        c.excerpt(found.regression_line())
+        fact["regression"] = True
+    facts["rollout"] = fact
 
 
 def _within_budget(lines: list[str]) -> tuple[str, ...]:

@@ -338,8 +338,9 @@ class Redactor:
 
     @classmethod
     def for_context(cls, ctx: IncidentContext) -> Redactor:
-        """The redactor for one incident, used on every path: the pod's and its owner's secrets."""
-        return cls.for_objects(ctx.pod, ctx.owner)
+        """The redactor for one incident, used on every path: the secrets of the pod, its owner and
+        the related objects (older ReplicaSets may hold values the pod no longer has)."""
+        return cls.for_objects(ctx.pod, ctx.owner, *ctx.related)
 
     def text(self, text: str) -> str:
         if self._ordered[0] != self.known:  # `known` was changed after construction
