@@ -297,8 +297,13 @@ class Executor:
         current_template = rollout.without_hash((deployment.get("spec") or {}).get("template") or {})
         by_name = {r.replicaset: r for r in history}
         wanted = by_name.get(want_rs)
-        if wanted is not None and rollout.without_hash(wanted.template) == current_template:
-            # Already on that template (the controller then gives its ReplicaSet the newest revision).
+        if (
+            wanted is not None
+            and want_rev.isdigit()
+            and wanted.number > int(want_rev)
+            and rollout.without_hash(wanted.template) == current_template
+        ):
+            # Already rolled back: the controller gave that ReplicaSet a newer revision for the template.
             return ActionResult(
                 ROLLBACK_DEPLOYMENT,
                 target,
