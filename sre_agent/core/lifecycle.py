@@ -31,7 +31,18 @@ from enum import Enum, StrEnum
 
 from sre_agent.core.policy import Suppression
 from sre_agent.core.symptoms import Thresholds, detect
-from sre_agent.domain import CORDON_NODE, JSON, SCALE_DEPLOYMENT, ObjectRef, PolicyVerdict, Symptom
+from sre_agent.domain import (
+    CORDON_NODE,
+    JSON,
+    ROLLBACK_DEPLOYMENT,
+    SCALE_DEPLOYMENT,
+    ObjectRef,
+    PolicyVerdict,
+    Symptom,
+)
+
+# Actions on the owner Deployment: they still apply when the incident's pod was replaced.
+WORKLOAD_ACTIONS = (SCALE_DEPLOYMENT, ROLLBACK_DEPLOYMENT)
 
 # Labels every AgentDecision carries, so the memory is rebuilt from a label-selected list.
 LABEL_WORKLOAD = "sre.agentops.dev/workload"  # sha256[:16] of the workload key (Kind/ns/name)
@@ -149,7 +160,7 @@ class Lookups:
 def lookups_for(action: str, target: ObjectRef) -> Lookups:
     if action == CORDON_NODE:
         return Lookups(node=True)
-    return Lookups(owner=action == SCALE_DEPLOYMENT, pod=target.kind == "Pod")
+    return Lookups(owner=action in WORKLOAD_ACTIONS, pod=target.kind == "Pod")
 
 
 @dataclass(frozen=True)
@@ -186,13 +197,13 @@ def stale_reason(
         if not list(node_problems):
             return f"node {node_name} is healthy again"
         return ""
-    if action == SCALE_DEPLOYMENT and owner is not None and not observed.owner_exists:
+    if action in WORKLOAD_ACTIONS and owner is not None and not observed.owner_exists:
         return f"{owner.kind} {owner.namespace}/{owner.name} no longer exists"
     if target.kind != "Pod":
         return ""
     pod = observed.pod
     if pod is None or (target.uid and (pod.get("metadata") or {}).get("uid") != target.uid):
-        if action == SCALE_DEPLOYMENT:
+        if action in WORKLOAD_ACTIONS:
             return ""  # the deployment still exists; its pods come and go
         return f"pod {target.namespace}/{target.name} no longer exists"
     if detect(pod, observed.events, observed.pod_node, now, thresholds) == Symptom.HEALTHY:
