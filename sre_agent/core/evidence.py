@@ -85,6 +85,7 @@ LOG_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"\b(not reachable|unreachable)\b",
             r"waiting for [\w-]+(\.[\w-]+)+(:\d+)?",  # wait-for-it style init containers
             r"nc: .*(timed out|refused)",
+            r"bad address '[\w.-]+'",  # busybox nc/wget: the name does not resolve
         ),
     ),
     (
