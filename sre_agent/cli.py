@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import sys
@@ -55,7 +56,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     )
 
     policy = _policy(args.policy)
-    options = ReplayOptions(policy=policy, use_cache=not args.no_cache)
+    if args.concurrency < 1:
+        raise SystemExit(f"sre-agent: --concurrency must be at least 1, not {args.concurrency}")
+    options = ReplayOptions(policy=policy, use_cache=not args.no_cache, concurrency=args.concurrency)
     if args.reasoner == "llm":
         from sre_agent.adapters.llm import LLMConfig, LLMConfigError, OpenAIReasoner
 
@@ -79,7 +82,8 @@ def _cmd_replay(args: argparse.Namespace) -> int:
                 "sre-agent: --reasoner llm needs SRE_AGENT_LLM_BASE_URL or SRE_AGENT_LLM_API_KEY "
                 "(or --base-url)"
             )
-        reasoner = OpenAIReasoner(config)
+        # --concurrency is the bound on calls in flight (the operator's SRE_AGENT_LLM_MAX_CONCURRENCY).
+        reasoner = OpenAIReasoner(dataclasses.replace(config, max_concurrency=args.concurrency))
         options.reasoner, options.reasoner_id = reasoner, reasoner.reasoner_id
     paths = [Path(p) for p in args.paths] or [bundled("replay", "incidents")]
     missing = [str(p) for p in paths if not p.exists()]
@@ -202,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--base-url", help="OpenAI-compatible endpoint for --reasoner llm")
     rp.add_argument("--model", help="model name for --reasoner llm")
     rp.add_argument("--no-cache", action="store_true", help="ask the LLM for every incident")
+    rp.add_argument("--concurrency", type=int, default=8, metavar="N",
+                    help="--reasoner llm: LLM calls in flight at once; the report is the same as with 1 "
+                         "(default: 8)")  # fmt: skip
     rp.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar on stderr (default: when stderr is a terminal)")  # fmt: skip
     rp.add_argument("--strict", action="store_true",

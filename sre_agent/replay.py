@@ -13,12 +13,13 @@ between two reports, with the change in every score.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,12 +32,12 @@ from sre_agent.adapters.recorded import (
     incident_paths,
     load_incident,
 )
-from sre_agent.core.cache import DiagnosisCache
+from sre_agent.core.cache import DiagnosisCache, fingerprint
 from sre_agent.core.pipeline import Pipeline, PipelineObserver
 from sre_agent.core.policy import Policy, may_execute
 from sre_agent.core.reasoning import FixedClock, Reasoner
 from sre_agent.core.symptoms import Thresholds
-from sre_agent.domain import Decision
+from sre_agent.domain import Decision, Diagnosis, Evidence, Symptom
 
 # Replay has no clock of its own: an incident without captured_at is judged at this instant.
 EPOCH_FALLBACK = datetime(2026, 1, 1, tzinfo=UTC)
@@ -69,6 +70,35 @@ class ReplayOptions:
     reasoner_id: str = ""
     thresholds: Thresholds = field(default_factory=Thresholds)
     use_cache: bool = True
+    concurrency: int = 1  # LLM calls in flight at once (the CLI's --concurrency, default 8)
+
+
+@dataclass
+class Progress:
+    """What the progress bar shows: incidents done, LLM calls made, cache hits, fallbacks."""
+
+    done: int = 0
+    total: int = 0
+    calls: int = 0
+    cache_hits: int = 0
+    fallbacks: int = 0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class _Counting:
+    """The reasoner, counting the calls that reach it (cache hits never do)."""
+
+    def __init__(self, inner: Reasoner, progress: Progress) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.reasoner_id = str(getattr(inner, "reasoner_id", inner.name))
+        self._progress = progress
+
+    async def diagnose(self, evidence: Evidence, allowed_actions: str) -> Diagnosis:
+        self._progress.calls += 1
+        return await self.inner.diagnose(evidence, allowed_actions)
 
 
 def score(
@@ -198,49 +228,124 @@ def fallbacks(report: dict[str, Any]) -> int:
 async def replay(
     paths: Iterable[Path],
     options: ReplayOptions,
-    progress: Callable[[int, int], None] | None = None,
+    progress: ProgressCallback | None = None,
     cache_timer: Callable[[], float] = lambda: 0.0,
     timer: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Any]:
-    """Replay every incident file; a bad file becomes an error result and the batch goes on."""
+    """Replay every incident file; a bad file becomes an error result and the batch goes on.
+
+    With an LLM reasoner, up to `options.concurrency` calls run at once, and the report is the
+    one a sequential run gives: results stay in file order, and incidents that share a cache key
+    (the same fingerprint) are decided one after the other in file order, so the first asks the
+    LLM and the later ones hit the cache exactly as they would have (or ask again if it failed).
+    """
     started = timer()
     files = list(incident_paths(paths))
-    cache = DiagnosisCache(timer=cache_timer) if options.use_cache and options.reasoner else None
-    results: list[dict[str, Any]] = []
-    for index, path in enumerate(files, start=1):
+    state = Progress(total=len(files))
+    # Large enough to hold every incident's answer: no eviction, so concurrency cannot change a hit.
+    cache = (
+        DiagnosisCache(timer=cache_timer, maxsize=max(1024, len(files)))
+        if options.use_cache and options.reasoner
+        else None
+    )
+    reasoner = _Counting(options.reasoner, state) if options.reasoner is not None else None
+    results: list[dict[str, Any] | None] = [None] * len(files)
+
+    def pipeline_for(incident: RecordedIncident, fallback: list[str]) -> Pipeline:
+        def on_cache(hit: bool) -> None:
+            state.cache_hits += hit
+
+        def on_fallback(reason: str) -> None:
+            state.fallbacks += 1
+            fallback.append(reason)
+
+        return Pipeline(
+            policy=options.policy,
+            clock=FixedClock(incident.context.captured_at or EPOCH_FALLBACK),
+            reasoner=reasoner,
+            reasoner_id=options.reasoner_id,
+            cache=cache,
+            thresholds=options.thresholds,
+            observer=PipelineObserver(on_fallback=on_fallback, on_cache=on_cache),
+        )
+
+    def load(path: Path) -> RecordedIncident | dict[str, Any]:
+        try:
+            return load_incident(path)
+        except IncidentFileError as exc:
+            return _error_result(path, str(exc))
+        except (RecursionError, MemoryError) as exc:
+            return _error_result(path, f"{path}: too deeply nested or too large ({type(exc).__name__})")
+
+    async def decide(path: Path, incident: RecordedIncident) -> dict[str, Any]:
         fallback: list[str] = []
         try:
-            incident = load_incident(path)
-            pipeline = Pipeline(
-                policy=options.policy,
-                clock=FixedClock(incident.context.captured_at or EPOCH_FALLBACK),
-                reasoner=options.reasoner,
-                reasoner_id=options.reasoner_id,
-                cache=cache,
-                thresholds=options.thresholds,
-                observer=PipelineObserver(on_fallback=fallback.append),
-            )
-            decision = await pipeline.decide(incident.context)
-            results.append(_result(incident, decision, fallback[-1] if fallback else None))
-        except IncidentFileError as exc:
-            results.append(_error_result(path, str(exc)))
+            decision = await pipeline_for(incident, fallback).decide(incident.context)
+            return _result(incident, decision, fallback[-1] if fallback else None)
         except (RecursionError, MemoryError) as exc:
-            results.append(
-                _error_result(path, f"{path}: too deeply nested or too large ({type(exc).__name__})")
-            )
+            return _error_result(path, f"{path}: too deeply nested or too large ({type(exc).__name__})")
         except Exception as exc:  # a bug, not the file's fault: still one line, and the batch goes on
-            results.append(
-                _error_result(path, f"{path}: internal error while deciding: {type(exc).__name__}: {exc}")
-            )
+            return _error_result(path, f"{path}: internal error while deciding: {type(exc).__name__}: {exc}")
+
+    def finish(index: int, result: dict[str, Any]) -> None:
+        results[index] = result
+        state.done += 1
         if progress:
-            progress(index, len(files))
+            progress(state)
+
+    if reasoner is None or options.concurrency <= 1:
+        for index, path in enumerate(files):
+            loaded = load(path)
+            finish(index, loaded if isinstance(loaded, dict) else await decide(path, loaded))
+    else:
+        await _concurrently(files, options, load, decide, finish)
     close = getattr(options.reasoner, "aclose", None)
     if close is not None:  # release the HTTP client inside this event loop
         await close()
-    reasoner = "rules" if options.reasoner is None else (options.reasoner_id or options.reasoner.name)
-    summary = summarise(results, timer() - started, reasoner, llm=options.reasoner is not None)
-    public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in results]
+    name = "rules" if options.reasoner is None else (options.reasoner_id or options.reasoner.name)
+    done = [r for r in results if r is not None]
+    summary = summarise(done, timer() - started, name, llm=options.reasoner is not None)
+    public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in done]
     return {"summary": summary, "results": public}
+
+
+async def _concurrently(
+    files: list[Path],
+    options: ReplayOptions,
+    load: Callable[[Path], RecordedIncident | dict[str, Any]],
+    decide: Callable[[Path, RecordedIncident], Awaitable[dict[str, Any]]],
+    finish: Callable[[int, dict[str, Any]], None],
+) -> None:
+    """Decide in `options.concurrency` workers; incidents with one cache key form one chain, in order.
+
+    Each worker takes the next chain (in order of first appearance) and decides its incidents
+    one by one, so a chain never has two calls in flight and at most `concurrency` calls run.
+    """
+    chains: dict[str, list[tuple[int, Path, RecordedIncident]]] = {}
+    probe = Pipeline(policy=options.policy, clock=FixedClock(EPOCH_FALLBACK), thresholds=options.thresholds)
+    for index, path in enumerate(files):
+        loaded = load(path)
+        if isinstance(loaded, dict):
+            finish(index, loaded)
+            continue
+        key = f"#{index}"
+        if options.use_cache:
+            try:
+                probe.clock = FixedClock(loaded.context.captured_at or EPOCH_FALLBACK)
+                symptom = probe.symptom_of(loaded.context)
+                if symptom != Symptom.HEALTHY:
+                    key = fingerprint(probe.evidence_of(loaded.context, symptom))
+            except Exception:  # decide() meets the same problem and reports it as this incident's error
+                pass
+        chains.setdefault(key, []).append((index, path, loaded))
+    queue = iter(list(chains.values()))
+
+    async def worker() -> None:
+        for chain in queue:
+            for index, path, incident in chain:
+                finish(index, await decide(path, incident))
+
+    await asyncio.gather(*(worker() for _ in range(min(options.concurrency, max(len(chains), 1)))))
 
 
 # --------------------------------------------------------------------------------- compare
@@ -298,11 +403,14 @@ def compare(previous: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]
 # --------------------------------------------------------------------------------- rendering
 
 
-def progress_bar(stream: TextIO = sys.stderr, width: int = 30) -> Callable[[int, int], None]:
-    def show(done: int, total: int) -> None:
-        filled = width * done // max(total, 1)
-        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
-        if done == total:
+def progress_bar(stream: TextIO = sys.stderr, width: int = 30) -> ProgressCallback:
+    def show(p: Progress) -> None:
+        filled = width * p.done // max(p.total, 1)
+        counts = (
+            f" llm calls {p.calls}, cache hits {p.cache_hits}, fallbacks {p.fallbacks}" if p.calls else ""
+        )
+        stream.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {p.done}/{p.total}{counts}")
+        if p.done == p.total:
             stream.write("\n")
         stream.flush()
 
