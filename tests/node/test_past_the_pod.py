@@ -1,0 +1,186 @@
+"""Past the pod, on the real node (issue 10): a dead dependency and a bad rollout.
+
+* An API crash-loops because its database Deployment was scaled to 0: the operator traces the
+  host in its log to the database Service, reads its EndpointSlices (none ready) and the
+  Deployment behind it, and its decision names both.
+* A working Deployment is rolled out to an image that cannot be pulled: under the autopilot
+  policy the decision proposes rollback_deployment to the previous revision, and approving it
+  brings back the previous, healthy ReplicaSet.
+
+The operator reads its policy at start, so the module switches the `sre-agent-policy`
+ConfigMap to policies/autopilot.yaml, restarts the operator, and restores the policy after.
+The LLM answers 503 for these namespaces, so the rules decide from what the node reported.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.node.conftest import BUSYBOX, Operator, decisions, deployment, new_namespace, pods, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+DECISION_TIMEOUT = 300
+BROKEN_IMAGE = "registry.invalid/sre-agent-test/web:2.0"
+API_SCRIPT = (
+    "echo 'orders-api 1.4 starting'; echo 'connecting to database orders-db:5432'; "
+    'nc -w 3 "$ORDERS_DB_SERVICE_HOST" 5432 </dev/null; '
+    "echo 'FATAL: database orders-db:5432 is unreachable, exiting' >&2; exit 1"
+)
+
+
+def _restart_operator(operator: Operator) -> None:
+    cluster = operator.cluster
+    cluster.run_kubectl("-n", "sre-agent", "rollout", "restart", "deployment/sre-agent")
+    cluster.run_kubectl("-n", "sre-agent", "rollout", "status", "deployment/sre-agent", "--timeout=180s")
+
+
+def _set_policy(operator: Operator, text: str) -> None:
+    core = client.CoreV1Api(operator.cluster.api_client)
+    core.patch_namespaced_config_map("sre-agent-policy", "sre-agent", {"data": {"policy.yaml": text}})
+    _restart_operator(operator)
+
+
+@dataclass(frozen=True)
+class Scenarios:
+    dependency: str  # namespace
+    rollout: str
+    first_replicaset: str
+
+
+@pytest.fixture(scope="module")
+def scenarios(operator: Operator) -> Iterator[Scenarios]:
+    cluster = operator.cluster
+    core = client.CoreV1Api(cluster.api_client)
+    apps = client.AppsV1Api(cluster.api_client)
+    saved = core.read_namespaced_config_map("sre-agent-policy", "sre-agent").data["policy.yaml"]
+    _set_policy(operator, (ROOT / "policies" / "autopilot.yaml").read_text())
+    try:
+        # A database Deployment scaled to 0 behind its Service, and an API that needs it.
+        dep_ns = new_namespace(cluster, "deps")
+        db = deployment("orders-db", [{"name": "db", "command": ["httpd", "-f", "-p", "5432", "-h", "/tmp"]}])
+        db["spec"]["replicas"] = 0
+        apps.create_namespaced_deployment(dep_ns, db)
+        core.create_namespaced_service(
+            dep_ns,
+            {
+                "metadata": {"name": "orders-db"},
+                "spec": {"selector": {"app": "orders-db"}, "ports": [{"port": 5432, "targetPort": 5432}]},
+            },
+        )
+        apps.create_namespaced_deployment(
+            dep_ns, deployment("orders-api", [{"name": "api", "command": ["sh", "-c", API_SCRIPT]}])
+        )
+
+        # A healthy Deployment, then a rollout to an image that does not exist.
+        web_ns = new_namespace(cluster, "rollout")
+        web = deployment(
+            "web",
+            [
+                {
+                    "name": "web",
+                    "command": ["httpd", "-f", "-p", "8080", "-h", "/tmp"],
+                    "ports": [{"containerPort": 8080}],
+                    "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 2},
+                }
+            ],
+        )
+        apps.create_namespaced_deployment(web_ns, web)
+        wait_for(
+            lambda: (apps.read_namespaced_deployment("web", web_ns).status.ready_replicas or 0) >= 1,
+            120,
+            "revision 1 of web to be ready",
+        )
+        first = _replicasets(operator, web_ns)[0]["metadata"]["name"]
+        patch = {"spec": {"template": {"spec": {"containers": [
+            {"name": "web", "image": BROKEN_IMAGE, "imagePullPolicy": "IfNotPresent"}
+        ]}}}}  # fmt: skip
+        apps.patch_namespaced_deployment("web", web_ns, patch)
+        yield Scenarios(dependency=dep_ns, rollout=web_ns, first_replicaset=first)
+    finally:
+        _set_policy(operator, saved)
+
+
+def _replicasets(operator: Operator, namespace: str) -> list[dict[str, Any]]:
+    apps = client.AppsV1Api(operator.cluster.api_client)
+    resp = apps.list_namespaced_replica_set(namespace, _preload_content=False)
+    items: list[dict[str, Any]] = json.loads(resp.data)["items"]
+    return sorted(items, key=lambda rs: int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]))
+
+
+def _one_decision(operator: Operator, namespace: str, what: str) -> dict[str, Any]:
+    try:
+        found = wait_for(lambda: decisions(operator.cluster, namespace), DECISION_TIMEOUT, what, every=2)
+    except TimeoutError as exc:
+        pytest.fail(f"{exc}\n--- operator log ---\n{operator.logs()}", pytrace=False)
+    return found[0]  # type: ignore[no-any-return]
+
+
+def test_a_crash_loop_on_a_scaled_down_database_names_its_service_and_deployment(
+    operator: Operator, scenarios: Scenarios
+) -> None:
+    ns = scenarios.dependency
+    decision = _one_decision(operator, ns, "a decision about the API")
+    spec = decision["spec"]
+    text = json.dumps(spec)
+    assert spec["target"]["name"].startswith("orders-api-"), text[:2000]
+    assert (spec["symptom"], spec["category"]) == ("CrashLoopBackOff", "dependency_unavailable"), text[:3000]
+    assert f"Service {ns}/orders-db has 0 ready endpoints; Deployment orders-db has 0 replicas" in spec["diagnosis"]
+    # Within policy: an alert about the dependency, nothing done to the database or anything else.
+    assert spec["action"] == "create_alert"
+    assert "orders-db" in str((spec.get("parameters") or {}).get("summary"))
+    db = client.AppsV1Api(operator.cluster.api_client).read_namespaced_deployment("orders-db", ns)
+    assert db.spec.replicas == 0
+
+
+def test_a_rollout_to_a_broken_image_is_rolled_back_on_approval(operator: Operator, scenarios: Scenarios) -> None:
+    cluster = operator.cluster
+    ns = scenarios.rollout
+    decision = _one_decision(operator, ns, "a decision about the broken rollout")
+    spec = decision["spec"]
+    text = json.dumps(spec)
+    assert (spec["symptom"], spec["category"]) == ("ImagePullBackOff", "image_error"), text[:3000]
+    assert spec["action"] == "rollback_deployment", text[:3000]
+    assert spec["parameters"]["replicaset"] == scenarios.first_replicaset
+    assert str(spec["parameters"]["revision"]) == "1"
+    assert "failures began right after rollout 2; revision 1 was healthy" in spec["diagnosis"]
+    phase = wait_for(lambda: (decisions(cluster, ns)[0].get("status") or {}).get("phase"), 60, "a phase")
+    assert phase == "PendingApproval"  # autopilot: rollbacks always wait for a human
+
+    cluster.run_kubectl(
+        "-n", ns, "patch", "agentdecision", decision["metadata"]["name"], "--type=merge",
+        "-p", json.dumps({"spec": {"approved": True, "approvedBy": "admin"}}),
+    )  # fmt: skip
+
+    def done() -> str:
+        status = decisions(cluster, ns)[0].get("status") or {}
+        return str(status.get("phase") or "") if status.get("phase") in ("Executed", "Failed", "Expired") else ""
+
+    final = wait_for(done, 120, "the approved rollback to run")
+    assert final == "Executed", decisions(cluster, ns)[0].get("status")
+    apps = client.AppsV1Api(cluster.api_client)
+    dep = apps.read_namespaced_deployment("web", ns)
+    assert dep.spec.template.spec.containers[0].image == BUSYBOX
+    # The previous ReplicaSet is back, as the newest revision, and the broken one is scaled away.
+    newest = wait_for(
+        lambda: (rs := _replicasets(operator, ns)[-1])["metadata"]["name"] == scenarios.first_replicaset and rs,
+        90,
+        "the first ReplicaSet to become the newest revision",
+    )
+    assert newest["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
+    wait_for(
+        lambda: all(
+            p["metadata"]["labels"].get("pod-template-hash") == newest["metadata"]["labels"]["pod-template-hash"]
+            for p in pods(cluster, ns, "app=web")
+            if not p["metadata"].get("deletionTimestamp")
+        )
+        and (apps.read_namespaced_deployment("web", ns).status.ready_replicas or 0) >= 1,
+        120,
+        "only pods of the previous revision, ready",
+    )
