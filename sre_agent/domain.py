@@ -65,6 +65,10 @@ BUILTIN_ACTIONS: tuple[str, ...] = (
     NO_ACTION,
 )
 
+# The reason of the Warning Event create_alert posts on its target: the agent's own words, which
+# evidence never reads back as a symptom of the pod.
+ALERT_EVENT_REASON = "SREAgentAlert"
+
 Source = Literal["rules", "llm", "cache"]
 Outcome = Literal["allowed", "needs_approval", "blocked"]
 

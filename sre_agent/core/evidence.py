@@ -17,7 +17,16 @@ from sre_agent.core import dependencies, rollout
 from sre_agent.core.literals import fold, gate
 from sre_agent.core.redaction import Redactor
 from sre_agent.core.symptoms import node_is_not_ready
-from sre_agent.domain import JSON, Category, Evidence, IncidentContext, ObjectRef, Signal, Symptom
+from sre_agent.domain import (
+    ALERT_EVENT_REASON,
+    JSON,
+    Category,
+    Evidence,
+    IncidentContext,
+    ObjectRef,
+    Signal,
+    Symptom,
+)
 
 MAX_EXCERPTS = 40
 MAX_EXCERPT_CHARS = 6000
@@ -518,6 +527,8 @@ def _probe_facts(c: _Collector, name: str, container: JSON, facts: dict[str, Any
 def _event_signals(c: _Collector, events: Iterable[JSON]) -> None:
     for event in sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or "")):
         reason = str(event.get("reason") or "")
+        if reason == ALERT_EVENT_REASON:
+            continue  # the agent's own alert about this pod: not evidence of anything
         message = str(event.get("message") or event.get("note") or "")
         count = event.get("count") or (event.get("series") or {}).get("count") or 1
         if event.get("type") == "Warning" or reason in ("Killing", "Evicted", "NodeNotReady", "Preempting"):

@@ -348,3 +348,12 @@ def test_dependency_tracing_needs_the_objects_and_survives_junk() -> None:
     d = RuleReasoner().diagnose_now(evidence_of(ctx))
     assert d.category == Category.DEPENDENCY_UNAVAILABLE
     assert "ready endpoints" not in d.summary
+
+
+def test_the_agents_own_alert_event_is_never_read_back_as_evidence() -> None:
+    alert = event("SREAgentAlert", "[warning] CrashLoopBackOff on shop/x: a service it depends on is unreachable: connection refused")
+    ctx = IncidentContext(pod=failing_pod(), events=(alert,), logs={"app": {"previous": "panic: boom"}})
+    ev = evidence_of(ctx)
+    assert not ev.has("connection_error")
+    assert all("SREAgentAlert" not in line for line in ev.excerpts)
+    assert RuleReasoner().diagnose_now(ev).category == Category.APP_ERROR

@@ -56,6 +56,7 @@ from sre_agent.core.policy import (
 )
 from sre_agent.core.reasoning import Clock
 from sre_agent.domain import (
+    ALERT_EVENT_REASON,
     CORDON_NODE,
     CREATE_ALERT,
     JSON,
@@ -69,7 +70,7 @@ from sre_agent.domain import (
 
 log = logging.getLogger("sre_agent.executor")
 
-ALERT_REASON = "SREAgentAlert"
+ALERT_REASON = ALERT_EVENT_REASON
 MAX_EVENT_MESSAGE = 1024
 
 
