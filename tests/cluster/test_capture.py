@@ -20,7 +20,15 @@ from sre_agent.adapters.kube.capture import (
     redacted_incident,
 )
 from sre_agent.adapters.kube.client import KubeClient
-from sre_agent.adapters.kube.decisions import API_VERSION, GROUP, PLURAL, VERSION, DecisionStore, Phase
+from sre_agent.adapters.kube.decisions import (
+    API_VERSION,
+    GROUP,
+    PLURAL,
+    VERSION,
+    DecisionStore,
+    Phase,
+    incident_of,
+)
 from sre_agent.adapters.kube.gatherer import Gatherer
 from sre_agent.adapters.llm import LLMConfig, OpenAIReasoner
 from sre_agent.adapters.recorded import load_incident, parse_incident
@@ -452,8 +460,9 @@ def test_secret_shapes_reach_neither_llm_nor_incident_nor_files(
     stored = client.CustomObjectsApi(cluster.api_client).get_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, name
     )
-    assert stored["spec"]["incident"]["pod"]["metadata"]["name"] == "vault"
-    assert_no_canary(json.dumps(stored), "AgentDecision")
+    incident = incident_of(stored) or {}  # stored zipped: searched decompressed
+    assert incident["pod"]["metadata"]["name"] == "vault"
+    assert_no_canary(json.dumps([stored, incident]), "AgentDecision")
     # The files `export` and `capture` write.
     for path in export_to_dir(namespace, tmp_path / "exported"):
         assert_no_canary(path.read_text(), str(path))

@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
-from sre_agent.adapters.kube.decisions import GROUP, PLURAL, VERSION, manifest_for
+from sre_agent.adapters.kube.decisions import GROUP, PLURAL, VERSION, manifest_for, zip_incident
+from tests.cluster import kubesim
 from tests.cluster.conftest import REPO, Cluster
 from tests.cluster.test_decisions import Clock, decision_in
 
@@ -43,13 +45,18 @@ def test_every_field_of_the_crd_has_a_description() -> None:
 
 
 def test_kubectl_explain_describes_spec_status_and_nested_fields(cluster: Cluster) -> None:
-    spec = cluster.run_kubectl("explain", "agentdecision.spec").stdout
+    # The API server publishes a new CRD's schema to OpenAPI (what explain reads) shortly after.
+    spec = kubesim.wait_for(
+        lambda: cluster.run_kubectl("explain", "agentdecision.spec", check=False).stdout,
+        what="the AgentDecision schema in OpenAPI",
+    )
     assert "DESCRIPTION:" in spec and "human's verdict" in spec
-    assert "diagnosis\t<string>" in spec and "incident\t<Object>" in spec
+    assert "diagnosis\t<string>" in spec and "zippedIncident\t<string>" in spec
     for path, words in [
         ("agentdecision.spec.diagnosis", "one-line diagnosis"),
         ("agentdecision.spec.policy.outcome", "needs_approval"),
-        ("agentdecision.spec.incident", "sre-agent export"),
+        ("agentdecision.spec.zippedIncident", "sre-agent export"),
+        ("agentdecision.spec.incident", "before zippedIncident existed"),
         ("agentdecision.spec.owner.apiVersion", "apps/v1"),
         ("agentdecision.status.phase", "PendingApproval waits for a human"),
         ("agentdecision.status.conditions.reason", "CamelCase"),
@@ -83,15 +90,34 @@ def test_kubectl_get_shows_the_one_line_diagnosis(cluster: Cluster, namespace: s
     assert row.startswith(name) and row.rstrip().endswith(summary)
 
 
-def test_kubectl_describe_shows_the_diagnosis_before_the_incident(cluster: Cluster, namespace: str) -> None:
+def test_kubectl_describe_shows_diagnosis_reasoning_and_policy_before_any_bulk(
+    cluster: Cluster, namespace: str
+) -> None:
     name, summary = _create(cluster, namespace)
-    lines = cluster.run_kubectl("describe", "agd", name, "-n", namespace).stdout.splitlines()
+    out = cluster.run_kubectl("describe", "agd", name, "-n", namespace).stdout
+    lines = out.splitlines()
 
     def first(prefix: str) -> int:
         return next(i for i, line in enumerate(lines) if line.strip().startswith(prefix))
 
-    diagnosis = first("Diagnosis:")
+    # describe prints fields sorted by name: the incident, zipped, is one line after all of spec
+    diagnosis, reasoning, policy = first("Diagnosis:"), first("Reasoning:"), first("Policy:")
     assert summary in lines[diagnosis]
-    body = next(i for i, line in enumerate(lines) if "Back-off restarting failed container" in line)
-    assert diagnosis < first("Incident:") < body
-    assert diagnosis < 30  # near the top, before any bulk
+    assert "Logs show usage text" in lines[reasoning]
+    assert "needs_approval" in lines[first("Outcome:")]
+    zipped = first("Zipped Incident:")
+    assert max(diagnosis, reasoning, policy) < zipped < first("Events:")
+    assert "Back-off restarting failed container" not in out  # 200 events, not one printed
+    assert len(lines) < 80, out
+
+
+def test_the_zipped_incident_cannot_be_changed_or_removed(cluster: Cluster, namespace: str) -> None:
+    name, _ = _create(cluster, namespace)
+    api = client.CustomObjectsApi(cluster.api_client)
+    for patch in (
+        {"spec": {"zippedIncident": zip_incident({"id": "forged"})}},
+        {"spec": {"zippedIncident": None}},
+    ):
+        with pytest.raises(ApiException) as err:
+            api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
+        assert err.value.status == 422 and "zippedIncident cannot change" in str(err.value.body)

@@ -19,6 +19,7 @@ from sre_agent.adapters.kube.decisions import (
     DecisionStore,
     Phase,
     RecordedDecision,
+    incident_of,
     manifest_for,
 )
 from sre_agent.domain import ObjectRef
@@ -88,7 +89,7 @@ async def test_record_creates_a_valid_cr_and_sets_status_through_the_subresource
     spec, status = obj["spec"], obj["status"]
     assert len(spec["evidence"]["excerpts"]) == 50
     assert all(len(e) <= 1024 for e in spec["evidence"]["excerpts"])
-    assert spec["incident"] == INCIDENT  # preserved, not pruned
+    assert incident_of(obj) == INCIDENT and "incident" not in spec  # zipped, preserved, not pruned
     assert spec["currentReplicas"] == 3 and spec["model"] == "gpt-test"
     assert spec["owner"]["name"] == "web" and spec["node"] == "node-a"
     assert status["phase"] == "PendingApproval"

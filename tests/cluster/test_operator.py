@@ -21,6 +21,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from sre_agent.adapters.kube.decisions import incident_of
 from tests.cluster import kubesim
 from tests.cluster.conftest import REPO, Cluster
 from tests.cluster.operator_harness import (
@@ -184,7 +185,7 @@ def test_crash_loop_gets_one_pending_decision_from_the_llm(
     }
     assert spec["owner"]["kind"] == "Deployment" and spec["owner"]["name"] == "web"
     assert spec["policy"]["outcome"] == "needs_approval"
-    assert spec["incident"]["pod"]["metadata"]["name"] == pod["metadata"]["name"]
+    assert (incident_of(obj) or {})["pod"]["metadata"]["name"] == pod["metadata"]["name"]
     assert obj["status"]["conditions"][0]["status"] == "Unknown"
     assert len(fake_llm.requests) == 1
     # Nothing was executed: the pod is still there.

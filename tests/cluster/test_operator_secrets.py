@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from sre_agent.adapters.kube.decisions import incident_of
 from tests.cluster import kubesim
 from tests.cluster.conftest import Cluster
 from tests.cluster.operator_harness import OperatorProcess, agent_kubeconfig, decisions
@@ -45,11 +46,12 @@ def test_the_operator_leaks_no_secret(
     finally:
         log = operator.log()  # the whole log, written until the operator stopped
         print(log[-5000:])
-    assert found[0]["spec"]["incident"]["pod"]["metadata"]["name"] == "vault"
+    incidents = [incident_of(d) for d in found]  # stored zipped: searched decompressed
+    assert (incidents[0] or {})["pod"]["metadata"]["name"] == "vault"
     assert fake_llm.requests, "the LLM was asked"
     for where, text in (
         ("LLM request", json.dumps(fake_llm.requests)),
-        ("AgentDecision", json.dumps(found)),
+        ("AgentDecision", json.dumps([found, incidents])),
         ("operator log", log),
     ):
         assert "CANARY" not in text, (

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from sre_agent.adapters.kube.decisions import incident_of
 from tests.fake_llm import answer_for, reply
 from tests.node.conftest import Operator, decisions, deployment, new_namespace, pods, wait_for
 
@@ -243,7 +244,7 @@ def test_a_real_crash_loop_is_decided_once_quotes_its_log_and_approval_restarts_
     assert spec["symptom"] == "CrashLoopBackOff"
     assert (spec["category"], spec["action"], spec["source"]) == ("app_error", "restart_pod", "llm")
     # The evidence quotes the line as the kubelet served it (and the LLM saw it too).
-    assert STACK_LINE in json.dumps(spec.get("incident") or {}), "the log line is not in spec.incident"
+    assert STACK_LINE in json.dumps(incident_of(decision) or {}), "the log line is not in the incident"
     assert STACK_LINE in operator.llm.all_text()
     phase = wait_for(
         lambda: (decisions(cluster, scenario.namespace)[0].get("status") or {}).get("phase"),
@@ -315,7 +316,7 @@ def test_a_decision_about_a_container_near_its_memory_limit_quotes_its_real_usag
         decision = _one_decision(operator, scenario, "the pod near its memory limit")
     except TimeoutError as exc:
         _fail_with_logs(operator, str(exc))
-    incident = decision["spec"].get("incident") or {}
+    incident = incident_of(decision) or {}
     usage = ((incident.get("pod_metrics") or {}).get("containers") or [{}])[0].get("usage") or {}
     assert usage.get("memory"), f"no real usage in the decision: {json.dumps(incident)[:2000]}"
     text = json.dumps(decision["spec"])

@@ -4,9 +4,10 @@
   detects its symptom, and returns an incident document (docs/incident-format.md) that
   went through the same redaction as the live path.
 * `redacted_incident` builds that document from an IncidentContext; the operator stores it
-  in `spec.incident` of every AgentDecision. It is size-bounded (~256 KiB): logs are cut to
-  their tails first, then dropped, then the oldest events.
-* `export_to_dir` turns AgentDecisions that carry `spec.incident` back into incident files.
+  in every AgentDecision, compressed (`spec.zippedIncident`, see decisions.zip_incident). It
+  is size-bounded (~256 KiB before compression): logs are cut to their tails first, then
+  dropped, then the oldest events.
+* `export_to_dir` turns AgentDecisions that carry an incident back into incident files.
   Their `expected` holds only what a human decided (`human_labels`): a rejected decision's
   action becomes a forbidden action, an approved and executed one an acceptable action;
   anything else stays unlabelled, so replay counts it as unscored instead of grading the
@@ -34,6 +35,7 @@ from sre_agent.adapters.kube.decisions import (
     DecisionStore,
     Phase,
     RecordedDecision,
+    incident_of,
     rfc3339,
 )
 from sre_agent.adapters.kube.gatherer import Gatherer, strip_managed_fields
@@ -205,11 +207,10 @@ def human_labels(rec: RecordedDecision) -> dict[str, Any] | None:
 
 
 def incident_from_decision(obj: JSON) -> dict[str, Any] | None:
-    """The incident file for one AgentDecision, or None when it carries no spec.incident."""
+    """The incident file for one AgentDecision, or None when it carries no incident."""
     rec = RecordedDecision.from_object(obj)
-    spec = obj.get("spec") or {}
-    incident = spec.get("incident")
-    if not isinstance(incident, dict) or not incident:
+    incident = incident_of(obj)
+    if incident is None:
         return None
     # Redacted again: it may have been recorded by an older version, or edited since.
     document = redact_document(incident)
@@ -228,7 +229,7 @@ def incident_from_decision(obj: JSON) -> dict[str, Any] | None:
 
 
 def write_exports(objects: list[JSON], out: Path) -> list[Path]:
-    """One incident file per AgentDecision with spec.incident; invalid ones are logged and skipped."""
+    """One incident file per AgentDecision with an incident; invalid ones are logged and skipped."""
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for obj in objects:
@@ -240,7 +241,7 @@ def write_exports(objects: list[JSON], out: Path) -> list[Path]:
             log.warning("Skipping %s", exc)
             continue
         if document is None:
-            log.info("Skipping %s: it carries no spec.incident", where)
+            log.info("Skipping %s: it carries no incident", where)
             continue
         path = out / f"{document['id']}.yaml"
         try:

@@ -14,15 +14,24 @@ request) through the status subresource, which approvers cannot write; the execu
 it with what it is about to run. A transition out of PendingApproval copies the verdict's
 author (`spec.approvedBy`, checked by the admission policy in deploy/) to `status.reviewedBy`.
 
+The redacted incident travels compressed in `spec.zippedIncident` (`zip_incident`; read back,
+bounded against gzip bombs, with `incident_of`, which also reads the plain `spec.incident` of
+older decisions): listings stay small, and `kubectl describe`, which sorts fields by name,
+prints it as one line after diagnosis, reasoning and policy.
+
 Used by the operator (sre_agent.operator) and by `sre-agent export` (adapters.kube.capture).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import gzip
 import hashlib
 import json
 import logging
 import re
+import zlib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -66,6 +75,10 @@ MAX_NAME = 63
 MAX_PARAMETERS = 16
 MAX_PARAMETER = 1024
 INT64 = 2**63
+# spec.zippedIncident: the incident as gzip + base64 (crds/agentdecisions.yaml's maxLength), and
+# the most it may inflate to when read back (a hand-made gzip bomb stops there).
+MAX_ZIPPED_INCIDENT = 512 * 1024
+MAX_INCIDENT_INFLATED = 8 * 1024 * 1024
 
 CONDITION_READY = "Ready"
 # A record() whose status write never happened (the writer died) counts as open this long.
@@ -208,6 +221,54 @@ def action_digest(request: ActionRequest) -> str:
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
+def zip_incident(incident: JSON) -> str:
+    """The incident as spec.zippedIncident stores it: compact JSON, gzip (no timestamp), base64.
+
+    Deterministic, so the same incident always gives the same string. Compressed, so listing
+    and describing decisions does not move (or print) every incident body: a ~256 KiB incident
+    becomes one line of typically 20-60 KiB that `kubectl describe` prints last.
+    """
+    raw = json.dumps(incident, separators=(",", ":"), ensure_ascii=False).encode()
+    return base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode("ascii")
+
+
+def incident_of(obj: JSON) -> JSON | None:
+    """The incident an AgentDecision carries (spec.zippedIncident, or the spec.incident object of
+    decisions recorded before it existed); None when it has none. DecisionFormatError when broken."""
+    spec = obj.get("spec") if isinstance(obj, dict) else None
+    if not isinstance(spec, dict):
+        return None
+    zipped = spec.get("zippedIncident")
+    if zipped is None or zipped == "":
+        plain = spec.get("incident")
+        return plain if isinstance(plain, dict) and plain else None
+    field = "spec.zippedIncident"
+    if not isinstance(zipped, str) or len(zipped) > MAX_ZIPPED_INCIDENT:
+        raise DecisionFormatError(
+            f"{_where(obj)}: invalid field {field}: not a string within the CRD's limit"
+        )
+    try:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip
+        raw = inflater.decompress(base64.b64decode(zipped, validate=True), MAX_INCIDENT_INFLATED)
+    except (binascii.Error, zlib.error) as exc:
+        raise DecisionFormatError(
+            f"{_where(obj)}: invalid field {field}: not base64 gzip ({type(exc).__name__})"
+        ) from None
+    if inflater.unconsumed_tail:
+        raise DecisionFormatError(
+            f"{_where(obj)}: invalid field {field}: inflates beyond {MAX_INCIDENT_INFLATED // 2**20} MiB"
+        )
+    try:
+        incident = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DecisionFormatError(
+            f"{_where(obj)}: invalid field {field}: not JSON ({type(exc).__name__})"
+        ) from None
+    if not isinstance(incident, dict):
+        raise DecisionFormatError(f"{_where(obj)}: invalid field {field}: not an object")
+    return incident or None
+
+
 def manifest_for(
     decision: Decision,
     *,
@@ -257,7 +318,9 @@ def manifest_for(
     if decision.verdict.dry_run:
         spec["policy"]["dryRun"] = True
     if incident is not None:
-        spec["incident"] = incident
+        zipped = zip_incident(incident)
+        if len(zipped) <= MAX_ZIPPED_INCIDENT:  # always, for incidents capture bounded to 256 KiB
+            spec["zippedIncident"] = zipped
     metadata: JSON = {
         "name": name or decision_name(decision),
         "namespace": ev.pod.namespace,
