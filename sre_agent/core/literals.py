@@ -78,22 +78,25 @@ def _required(items: Any) -> frozenset[str] | None:
     return _best([o for o in options if all(o)])
 
 
-def gate(pattern: re.Pattern[str]) -> Gate | None:
-    """A cheap test on `fold(text)` that is False only when `pattern` cannot match; None: always search."""
+def requirement(pattern: re.Pattern[str]) -> tuple[frozenset[str] | None, int]:
+    """(words one of which every match contains, or None; the shortest match's length)."""
     if pattern.flags & re.LOCALE or not isinstance(pattern.pattern, str):
-        return None
+        return None, 0
     try:
         parsed = _parser.parse(pattern.pattern, pattern.flags)
         words = _required(parsed.data)
         low, _ = parsed.getwidth()
     except Exception:  # a pattern the parser reads differently: no gate, same results
-        return None
+        return None, 0
+    return words, int(low)
+
+
+def gate(pattern: re.Pattern[str]) -> Gate | None:
+    """A cheap test on `fold(text)` that is False only when `pattern` cannot match; None: always search."""
+    words, low = requirement(pattern)
     if words is None:
         if low <= 1:
             return None
         return lambda text: len(text) >= low
     needles = tuple(sorted(words, key=len, reverse=True))
-    if len(needles) == 1:
-        (needle,) = needles
-        return lambda text: needle in text
     return lambda text: any(map(text.__contains__, needles))

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
+from sre_agent.core.cache import normalise
 from sre_agent.core.redaction import MASK, redact_text
 from sre_agent.domain import Evidence
 
@@ -33,6 +34,12 @@ USER_VARS = frozenset(
 EVIDENCE_OPEN = "<<<EVIDENCE"
 EVIDENCE_CLOSE = "EVIDENCE>>>"
 MAX_FACTS_CHARS = 4000
+# The evidence budget: signals and excerpts share this many characters of the user message, so
+# that with the system prompt every prompt stays under 2,000 tokens (tests/unit/test_prompt_budget.py
+# counts them with a real tokenizer over every incident set). The first signal of each kind is
+# always shown: the rules decide from signal kinds, and so must the LLM be able to.
+MAX_EVIDENCE_CHARS = 2200
+MAX_SIGNAL_CHARS = 240
 
 _HEADER = re.compile(r"^<!--\s*prompt-version:\s*([A-Za-z0-9._+-]+)\s*-->\s*$")
 # Runs of 3+ angle brackets are what the markers are made of; data never keeps one.
@@ -143,17 +150,64 @@ class Prompts:
         # Every value is data from the cluster (pod names too): neutralise each item, and
         # keep one item per line in the multi-line sections.
         safe = {key: neutralise(value) for key, value in scalars.items()}
-        safe["signals"] = _lines(
-            [
-                f"- {neutralise(s.kind)}: {neutralise(s.detail)} [{neutralise(s.source)}]"
-                for s in evidence.signals
-            ]
-        )
-        safe["excerpts"] = _lines([_log_item(line) for line in evidence.excerpts])
+        signals, excerpts = _within_budget(evidence, MAX_EVIDENCE_CHARS)
+        safe["signals"] = _lines(signals)
+        safe["excerpts"] = _lines(excerpts)
         return self.user_template.substitute(safe).strip() + "\n"
 
     def render(self, evidence: Evidence, allowed_actions: str) -> RenderedPrompt:
         return RenderedPrompt(system=self.system(allowed_actions), user=self.user(evidence))
+
+
+def _within_budget(evidence: Evidence, budget: int) -> tuple[list[str], list[str]]:
+    """Signal and excerpt lines for the prompt, within `budget` characters.
+
+    Signals that differ only in numbers (timestamps, attempts, addresses) are one line with a
+    count; excerpts that repeat a signal or an earlier excerpt are left out. The first signal of
+    each kind always stays; further signals, then excerpts, fill the budget in order.
+    """
+    groups: dict[tuple[str, str], list[int]] = {}  # (kind, normalised detail) -> [index, similar]
+    order: list[tuple[str, str, str]] = []
+    for s in evidence.signals:
+        key = (s.kind, normalise(s.detail))
+        if key in groups:
+            groups[key][1] += 1
+            continue
+        groups[key] = [len(order), 0]
+        order.append((s.kind, s.detail, s.source))
+    lines: list[tuple[str, bool]] = []  # (line, must stay)
+    kinds: set[str] = set()
+    for (kind, detail, source), (_, similar) in zip(order, groups.values(), strict=True):
+        shown = detail if len(detail) <= MAX_SIGNAL_CHARS else detail[: MAX_SIGNAL_CHARS - 3] + "..."
+        more = f" (+{similar} similar)" if similar else ""
+        line = f"- {neutralise(kind)}: {neutralise(shown)} [{neutralise(source)}]{more}"
+        lines.append((line, kind not in kinds))
+        kinds.add(kind)
+    used = sum(len(line) + 1 for line, must in lines if must)
+    signals: list[str] = []
+    left_out = 0
+    for line, must in lines:
+        if must or used + len(line) + 1 <= budget:
+            signals.append(line)
+            used += 0 if must else len(line) + 1
+        else:
+            left_out += 1
+    seen = {normalise(detail)[:120] for _, detail, _ in order}
+    excerpts: list[str] = []
+    for raw in evidence.excerpts:
+        short = normalise(raw.strip())[:120]
+        if short in seen:
+            continue
+        seen.add(short)
+        item = _log_item(raw)
+        if used + len(item) + 1 <= budget:
+            excerpts.append(item)
+            used += len(item) + 1
+        else:
+            left_out += 1
+    if left_out:
+        excerpts.append(f"({left_out} more signal or excerpt line(s) left out to keep the prompt short)")
+    return signals, excerpts
 
 
 def load_prompts(directory: str | Path | None = None) -> Prompts:
