@@ -85,6 +85,8 @@ def test_the_chart_renders_the_same_objects_as_deploy(helm: Path, cluster: Clust
 
 
 def test_the_chart_ships_the_crds_and_dashboard_of_the_repository() -> None:
+    # Symlinks into crds/ and deploy/monitoring/ (helm follows them; `helm package` copies them).
+    assert (CHART / "crds").resolve() == (REPO / "crds").resolve()
     for crd in (REPO / "crds").glob("*.yaml"):
         assert (CHART / "crds" / crd.name).read_text() == crd.read_text(), f"charts/sre-agent/crds/{crd.name}"
     assert sorted(p.name for p in (CHART / "crds").iterdir()) == sorted(
