@@ -141,9 +141,7 @@ def _compile(schema: Any, defs: dict[str, Any], checker: jsonschema.FormatChecke
                 raise _Unsupported(str(ref))
             checks.append(ref_check(ref[len("#/$defs/") :]))
         if "type" in s:
-            names = [s["type"]] if isinstance(s["type"], str) else list(s["type"])
-            preds = [_TYPES[n] for n in names]
-            checks.append(preds[0] if len(preds) == 1 else lambda v: any(p(v) for p in preds))
+            checks.append(_type_check([s["type"]] if isinstance(s["type"], str) else list(s["type"])))
         if "enum" in s:
             if not all(isinstance(e, str) for e in s["enum"]):
                 raise _Unsupported("enum")
@@ -181,17 +179,52 @@ def _compile(schema: Any, defs: dict[str, Any], checker: jsonschema.FormatChecke
             checks.append(mapping)
         if "items" in s:
             item = build(s["items"])
-            checks.append(lambda v: not isinstance(v, list) or all(item(x) for x in v))
+
+            def sequence(v: Any) -> bool:
+                if isinstance(v, list):
+                    for x in v:
+                        if not item(x):
+                            return False
+                return True
+
+            checks.append(sequence)
         if "allOf" in s:
-            parts = [build(p) for p in s["allOf"]]
-            checks.append(lambda v: all(p(v) for p in parts))
-        if not checks:
-            return lambda v: True
-        if len(checks) == 1:
-            return checks[0]
-        return lambda v: all(c(v) for c in checks)
+            checks.append(_every([build(p) for p in s["allOf"]]))
+        return _every(checks)
 
     return build(schema)
+
+
+_PYTHON_TYPES: dict[str, type] = {"object": dict, "array": list, "string": str}
+
+
+def _type_check(names: list[str]) -> _Check:
+    """jsonschema's type rules for a list of type names, as one predicate."""
+    if names and all(n in _PYTHON_TYPES or n == "null" for n in names):
+        types = tuple(_PYTHON_TYPES[n] for n in names if n != "null")
+        if "null" in names:
+            return lambda v: v is None or isinstance(v, types)
+        return lambda v: isinstance(v, types)
+    preds = [_TYPES[n] for n in names]
+    return preds[0] if len(preds) == 1 else lambda v: any(p(v) for p in preds)
+
+
+def _every(checks: list[_Check]) -> _Check:
+    if not checks:
+        return lambda v: True
+    if len(checks) == 1:
+        return checks[0]
+    if len(checks) == 2:
+        first, second = checks
+        return lambda v: first(v) and second(v)
+
+    def every(v: Any) -> bool:
+        for check in checks:  # noqa: SIM110 - all() over a generator is twice as slow here
+            if not check(v):
+                return False
+        return True
+
+    return every
 
 
 def _fast_validator() -> _Check | None:
