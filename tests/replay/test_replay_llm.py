@@ -162,8 +162,11 @@ def test_compare_lists_exactly_the_incidents_that_changed(
     assert expected, "the autopilot policy changes some outcomes"
     assert {c["id"] for c in comparison["changed"]} == expected
     for c in comparison["changed"]:
-        assert c["fields"] == ["policy"]
-        assert c["before"]["policy"] != c["after"]["policy"]
+        if c["fields"] == ["policy"]:
+            assert c["before"]["policy"] != c["after"]["policy"]
+        else:  # autopilot enables rollback_deployment: rollouts that broke a workload get one
+            assert c["fields"] == ["action", "policy"] or c["fields"] == ["action"], c
+            assert c["after"]["action"] == "rollback_deployment", c
     assert comparison["added"] == comparison["removed"] == []
     for key, score in comparison["scores"].items():
         assert score["before"] == before["summary"][key] and score["after"] == after["summary"][key]
