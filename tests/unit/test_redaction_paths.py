@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from sre_agent.adapters.kube.capture import incident_from_decision, redacted_incident
-from sre_agent.adapters.kube.decisions import manifest_for
+from sre_agent.adapters.kube.decisions import incident_of, manifest_for
 from sre_agent.adapters.llm import LLMConfig, OpenAIReasoner
 from sre_agent.adapters.recorded import dump_incident, parse_incident
 from sre_agent.core.pipeline import Pipeline
@@ -161,7 +161,9 @@ async def test_spec_incident_and_capture_file_hold_no_secret() -> None:
     ctx = leaky_context()
     incident = redacted_incident(ctx, "shop-checkout", {"symptom": "CrashLoopBackOff"})
     manifest = manifest_for(await decide(), expires_at=NOW + timedelta(hours=1), incident=incident)
-    assert_clean(json.dumps(manifest))
+    stored = incident_of(manifest)  # spec.zippedIncident: checked decompressed
+    assert stored == incident
+    assert_clean(json.dumps([manifest, stored]))
     text = dump_incident(incident)  # what `sre-agent capture` writes
     assert_clean(text)
     assert IMAGE in text and "connection refused" in text and "OOMKilled" in text
