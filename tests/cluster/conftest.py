@@ -131,21 +131,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         )
 
     kubeconfig = state_dir / "kubeconfig"
-    kubectl = (state_dir / "kubectl").resolve()
     saved = {k: os.environ.get(k) for k in ("NO_PROXY", "no_proxy", "KUBECONFIG")}
     saved_default = kube_config.KUBE_CONFIG_DEFAULT_LOCATION
     os.environ.update({"NO_PROXY": env["NO_PROXY"], "no_proxy": env["no_proxy"]})
     use_kubeconfig(kubeconfig)
-    env["KUBECONFIG"] = str(kubeconfig)
-    api = config.new_client_from_config(config_file=str(kubeconfig))
-    c = Cluster(kubeconfig=kubeconfig, kubectl=kubectl, api_client=api, state_dir=state_dir, env=env)
+    c = connect(state_dir, env)
     try:
-        error = _install_crds(c)
-        if error:
-            pytest.fail(f"installing crds/ failed: {error}", pytrace=False)
         yield c
     finally:
-        api.close()
+        c.api_client.close()
         kube_config.KUBE_CONFIG_DEFAULT_LOCATION = saved_default
         for k, v in saved.items():
             if v is None:
@@ -154,6 +148,25 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 os.environ[k] = v
         if not was_running:
             _script("down", env, log, 120)
+
+
+def connect(state_dir: Path, env: dict[str, str]) -> Cluster:
+    """A client for the cluster `scripts/cluster up` started in `state_dir`, with crds/ installed."""
+    kubeconfig = state_dir / "kubeconfig"
+    env["KUBECONFIG"] = str(kubeconfig)
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    c = Cluster(
+        kubeconfig=kubeconfig,
+        kubectl=(state_dir / "kubectl").resolve(),
+        api_client=api,
+        state_dir=state_dir,
+        env=env,
+    )
+    error = _install_crds(c)
+    if error:
+        api.close()
+        pytest.fail(f"installing crds/ failed: {error}", pytrace=False)
+    return c
 
 
 def use_kubeconfig(path: Path, monkeypatch: pytest.MonkeyPatch | None = None) -> None:

@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.cluster.conftest import (
     Cluster,
-    _install_crds,
     _script,
     _with_no_proxy,
+    connect,
 )
 from tests.fake_llm import Behaviour, FakeLLM, status
 
@@ -97,23 +97,11 @@ def node_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             f"could not start the cluster with a real node (SRE_AGENT_SKIP_NODE=1 skips): {exc}",
             pytrace=False,
         )
-    kubeconfig = state_dir / "kubeconfig"
-    env["KUBECONFIG"] = str(kubeconfig)
-    api = config.new_client_from_config(config_file=str(kubeconfig))
-    c = Cluster(
-        kubeconfig=kubeconfig,
-        kubectl=(state_dir / "kubectl").resolve(),
-        api_client=api,
-        state_dir=state_dir,
-        env=env,
-    )
+    c = connect(state_dir, env)
     try:
-        error = _install_crds(c)
-        if error:
-            pytest.fail(f"installing crds/ failed: {error}", pytrace=False)
         yield c
     finally:
-        api.close()
+        c.api_client.close()
         if not reuse:
             _script("down", env, log, 300)
             after = _host_state()
