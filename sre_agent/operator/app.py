@@ -122,7 +122,9 @@ def build_registry() -> kopf.OperatorRegistry:
 
     @kopf.on.event("v1", "pods", registry=registry)
     async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        if event["type"] != "DELETED":
+        if event["type"] == "DELETED":
+            service_of(memo).forget_pod(body(event))
+        else:
             await service_of(memo).on_pod(body(event))
 
     @kopf.on.event("v1", "nodes", registry=registry)

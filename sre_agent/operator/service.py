@@ -20,7 +20,8 @@ delivers the events.
   execute twice; false -> Rejected.
 - `sweep`: pending decisions past `spec.expiresAt` -> Expired; decisions older than the
   retention -> deleted; the decision memory and the pending gauges refreshed from the list.
-  `resync`: every pod again, for symptoms that appear with time.
+  `resync`: the pods that can still turn into an incident with time (not Ready, or a container
+  waiting), from an index the pod watch keeps; one GET each, never a list of every pod.
 - `rebuild`: the action ledger and the decision memory from the AgentDecisions, at start and
   whenever this replica becomes the active peer.
 
@@ -92,6 +93,7 @@ PRESSURE_CONDITIONS = ("MemoryPressure", "DiskPressure", "PIDPressure", "Network
 PENDING_REASON = "DecisionPendingApproval"  # the Event reason announcing a decision to approve
 MAX_EVENT_MESSAGE = 1024
 MAX_RECHECKS = 10_000  # pods waiting for a timed re-check
+MAX_UNSETTLED = 50_000  # pods in the resync index (not Ready or waiting); beyond it the watch still sees them
 # Symptoms a pod's Events can still outrank (ProbeFailure comes before them in the precedence).
 _EVENTS_MAY_CHANGE = frozenset({Symptom.HEALTHY, Symptom.CRASH_LOOP, Symptom.HIGH_RESTARTS})
 
@@ -191,6 +193,9 @@ class AgentService:
         self._warned: set[str] = set()  # malformed decisions already reported
         self._in_flight: set[str] = set()  # decisions this process is executing right now
         self._executing_seen: set[str] = set()  # Executing (and not ours) at the previous sweep
+        # Pods the watch saw not Ready or waiting (uid -> namespace, name): what resync re-checks.
+        # A pod leaves it when it is Ready again, deleted, or gone at the re-check.
+        self._unsettled: dict[str, tuple[str, str]] = {}
 
     # ------------------------------------------------------------------ start-up / take-over
     async def start(self) -> None:
@@ -289,10 +294,29 @@ class AgentService:
 
         self._rechecks[uid] = asyncio.get_running_loop().create_task(recheck())
 
+    def _index(self, pod: JSON) -> None:
+        meta = pod.get("metadata") or {}
+        uid = str(meta.get("uid") or "")
+        if not uid:
+            return
+        if settled(pod):
+            self._unsettled.pop(uid, None)
+        elif uid in self._unsettled or len(self._unsettled) < MAX_UNSETTLED:
+            self._unsettled[uid] = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+    def forget_pod(self, pod: JSON) -> None:
+        """The pod was deleted: drop what this process keeps about it."""
+        uid = str((pod.get("metadata") or {}).get("uid") or "")
+        self._unsettled.pop(uid, None)
+        task = self._rechecks.pop(uid, None)
+        if task is not None:
+            task.cancel()
+
     async def on_pod(self, pod: JSON, node: JSON | None = None) -> Decision | None:
         """One pod event (or re-check). Returns the decision made, if this pod was decided."""
         if not self._watched((pod.get("metadata") or {}).get("namespace")):
             return None
+        self._index(pod)
         if (pod.get("metadata") or {}).get("deletionTimestamp") and node is None:
             node = self._bad_nodes.get(str((pod.get("spec") or {}).get("nodeName") or ""))
             if node is None:
@@ -689,11 +713,36 @@ class AgentService:
         return out
 
     async def resync(self) -> None:
-        """Re-check every pod (ProbeFailure and HighRestarts appear with time, without an event)."""
-        namespaces: list[str | None] = list(self.tuning.namespaces) or [None]
-        for ns in namespaces:
-            for pod in await self.kube.list_objects("v1", "pods", ns):
-                await self.on_pod(pod)
+        """Re-check the pods that are not Ready or have a container waiting (ProbeFailure and
+        HighRestarts appear with time, without an event): one GET each from the index the pod
+        watch keeps, so 10,000 healthy pods cost nothing here."""
+        for uid, (namespace, name) in list(self._unsettled.items()):
+            try:
+                fresh = await self.kube.get_pod(namespace, name)
+            except KubeError as exc:
+                log.info("Could not re-check pod %s/%s: %s", namespace, name, exc)
+                continue
+            if fresh is None or (fresh.get("metadata") or {}).get("uid") != uid:
+                self._unsettled.pop(uid, None)  # deleted, or replaced by a pod of the same name
+                continue
+            await self.on_pod(fresh)
+
+
+def settled(pod: JSON) -> bool:
+    """Running and Ready with no container waiting, or finished: time alone cannot make it an incident."""
+    status = pod.get("status") or {}
+    phase = status.get("phase")
+    if phase == "Succeeded":
+        return True
+    if phase != "Running":
+        return False
+    conditions = status.get("conditions") or []
+    ready = any(
+        isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
+    )
+    statuses = [*(status.get("containerStatuses") or []), *(status.get("initContainerStatuses") or [])]
+    waiting = any(isinstance(s, dict) and (s.get("state") or {}).get("waiting") for s in statuses)
+    return ready and not waiting
 
 
 async def every(
