@@ -115,12 +115,22 @@ def service_names(host: str, namespace: str) -> ServiceRef | None:
     return None  # an outside name (db.example.com): not a Service
 
 
+# Never traced into: the cluster's own namespaces (their Services are not an application's).
+SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+
+
 def namespaces_to_read(hosts: Iterable[str], namespace: str) -> list[str]:
-    """The namespaces whose Services may answer these hosts: the pod's own and any named."""
+    """The namespaces whose Services may answer these hosts: the pod's own and any named.
+
+    Log lines are written by the workload, so a host may name any namespace: the system ones are
+    never read, and in another namespace only the Service and its endpoints are (the gatherer
+    reads workloads only in the pod's own namespace), so a decision recorded in the pod's
+    namespace tells no more about another namespace than its DNS already does.
+    """
     out = {namespace: None}
     for host in hosts:
         ref = service_names(host, namespace)
-        if ref is not None:
+        if ref is not None and ref.namespace not in SYSTEM_NAMESPACES:
             out.setdefault(ref.namespace, None)
     return list(out)
 

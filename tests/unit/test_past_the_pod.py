@@ -357,3 +357,8 @@ def test_the_agents_own_alert_event_is_never_read_back_as_evidence() -> None:
     assert not ev.has("connection_error")
     assert all("SREAgentAlert" not in line for line in ev.excerpts)
     assert RuleReasoner().diagnose_now(ev).category == Category.APP_ERROR
+
+
+def test_a_log_line_cannot_send_the_tracer_into_system_namespaces() -> None:
+    hosts = ["kube-dns.kube-system.svc.cluster.local", "orders-db.data", "cache"]
+    assert dependencies.namespaces_to_read(hosts, "shop") == ["shop", "data"]

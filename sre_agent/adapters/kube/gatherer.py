@@ -326,7 +326,8 @@ class Gatherer:
                 out.extend(
                     _as_kind(strip_managed_fields(x), "discovery.k8s.io/v1", "EndpointSlice") for x in slices
                 )
-                out.extend(await self._workloads_behind(svc, ns))
+                if ns == namespace:  # another namespace's workloads are not this incident's to show
+                    out.extend(await self._workloads_behind(svc, ns))
             return out
 
         return await self._safe("dependencies", pod, call, [])
