@@ -14,6 +14,7 @@ from typing import Any, cast
 
 import pytest
 
+from sre_agent.adapters.kube.client import KubeClient
 from sre_agent.core.policy import load_policy
 from sre_agent.operator import service as service_module
 from sre_agent.operator.app import build_service
@@ -125,3 +126,52 @@ async def test_a_deleted_pod_is_forgotten_and_the_index_is_bounded(
     for i in range(20):
         await svc.on_pod(pod(f"p-{i}", ready=False))
     assert len(svc._unsettled) == 5
+
+
+def decision(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "sre.agentops.dev/v1alpha1",
+        "kind": "AgentDecision",
+        "metadata": {"name": name, "namespace": "shop", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {
+            "symptom": "CrashLoopBackOff",
+            "zippedIncident": "H4sI" + "A" * 50_000,
+            "incident": {"big": 1},
+        },
+        "status": {"phase": "Rejected"},
+    }
+
+
+class PagingKube(FakeKube):
+    """AgentDecisions served two at a time with continue tokens; records each page request."""
+
+    list_paged = KubeClient.list_paged  # the real pagination, over this fake's request()
+
+    def __init__(self, count: int) -> None:
+        super().__init__()
+        self.decisions = [decision(f"d-{i}") for i in range(count)]
+        self.pages: list[dict[str, Any]] = []
+
+    async def request(self, method: str, path: str, *, query: dict[str, Any] | None = None, **_: Any) -> Any:
+        assert method == "GET" and path.endswith("/agentdecisions")
+        query = dict(query or {})
+        self.pages.append(query)
+        start = int(query.get("continue") or 0)
+        end = start + 2
+        more = {"continue": str(end)} if end < len(self.decisions) else {}
+        return {"items": copy.deepcopy(self.decisions[start:end]), "metadata": more}
+
+
+async def test_sweep_lists_decisions_page_by_page_without_their_incidents() -> None:
+    kube = PagingKube(5)
+    svc = build_service(
+        Settings(policy=load_policy(ROOT / "policies" / "default.yaml")), cast(Any, kube), Metrics(), "t"
+    )
+    objects = await svc._decision_objects()
+    assert [o["metadata"]["name"] for o in objects] == [f"d-{i}" for i in range(5)]
+    assert all("zippedIncident" not in o["spec"] and "incident" not in o["spec"] for o in objects)
+    assert [p.get("continue") for p in kube.pages] == [None, "2", "4"] and all(p["limit"] for p in kube.pages)
+
+    kube.pages.clear()
+    await svc.sweep()
+    assert len(kube.pages) == 3 and not [p for p, _ in kube.lists if p == "agentdecisions"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -229,6 +229,29 @@ class KubeClient:
         query = {"labelSelector": label_selector, "fieldSelector": field_selector, "limit": limit}
         result = await self.request("GET", api_path(api_version, plural, namespace), query=query)
         return [i for i in result.get("items") or [] if isinstance(i, dict)]
+
+    async def list_paged(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None = None,
+        *,
+        label_selector: str | None = None,
+        page_size: int = 250,
+        keep: Callable[[JSON], JSON] = lambda obj: obj,
+    ) -> list[JSON]:
+        """Every object, read `page_size` at a time (limit/continue), each passed through `keep` as
+        its page arrives: a caller that keeps less of each object never holds all of them whole."""
+        out: list[JSON] = []
+        token: str | None = None
+        while True:
+            query = {"labelSelector": label_selector, "limit": page_size, "continue": token}
+            result = await self.request("GET", api_path(api_version, plural, namespace), query=query)
+            out.extend(keep(i) for i in result.get("items") or [] if isinstance(i, dict))
+            meta = result.get("metadata")
+            token = meta.get("continue") if isinstance(meta, dict) else None
+            if not token:
+                return out
 
     async def get_pod(self, namespace: str, name: str) -> JSON | None:
         return await self.get("v1", "pods", namespace, name)

@@ -232,6 +232,14 @@ def zip_incident(incident: JSON) -> str:
     return base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode("ascii")
 
 
+def without_incident(obj: JSON) -> JSON:
+    """The decision object without the incident it carries (a shallow copy when it had one)."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict) or not ({"incident", "zippedIncident"} & spec.keys()):
+        return obj
+    return {**obj, "spec": {k: v for k, v in spec.items() if k not in ("incident", "zippedIncident")}}
+
+
 def incident_of(obj: JSON) -> JSON | None:
     """The incident an AgentDecision carries (spec.zippedIncident, or the spec.incident object of
     decisions recorded before it existed); None when it has none. DecisionFormatError when broken."""
@@ -736,6 +744,11 @@ class DecisionStore:
 
     async def list_objects(self, namespace: str | None = None) -> list[JSON]:
         return await self.kube.list_objects(API_VERSION, PLURAL, namespace)
+
+    async def list_lean(self, namespace: str | None = None) -> list[JSON]:
+        """Every decision without its incident (spec.zippedIncident, spec.incident), page by page:
+        what the operator's sweep and rebuild read, without holding every incident at once."""
+        return await self.kube.list_paged(API_VERSION, PLURAL, namespace, keep=without_incident)
 
     async def list(self, namespace: str | None = None) -> list[RecordedDecision]:
         """Every well-formed decision (malformed ones are logged and skipped)."""
