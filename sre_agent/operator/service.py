@@ -94,7 +94,6 @@ PENDING_REASON = "DecisionPendingApproval"  # the Event reason announcing a deci
 MAX_EVENT_MESSAGE = 1024
 MAX_RECHECKS = 10_000  # pods waiting for a timed re-check
 MAX_UNSETTLED = 50_000  # pods in the resync index (not Ready or waiting); beyond it the watch still sees them
-MAX_UNSETTLED = 50_000  # pods in the resync index (not Ready or waiting); beyond it the watch still sees them
 # Symptoms a pod's Events can still outrank (ProbeFailure comes before them in the precedence).
 _EVENTS_MAY_CHANGE = frozenset({Symptom.HEALTHY, Symptom.CRASH_LOOP, Symptom.HIGH_RESTARTS})
 
@@ -194,9 +193,6 @@ class AgentService:
         self._warned: set[str] = set()  # malformed decisions already reported
         self._in_flight: set[str] = set()  # decisions this process is executing right now
         self._executing_seen: set[str] = set()  # Executing (and not ours) at the previous sweep
-        # Pods the watch saw not Ready or waiting (uid -> namespace, name): what resync re-checks.
-        # A pod leaves it when it is Ready again, deleted, or gone at the re-check.
-        self._unsettled: dict[str, tuple[str, str]] = {}
         # Pods the watch saw not Ready or waiting (uid -> namespace, name): what resync re-checks.
         # A pod leaves it when it is Ready again, deleted, or gone at the re-check.
         self._unsettled: dict[str, tuple[str, str]] = {}
@@ -316,29 +312,10 @@ class AgentService:
         if task is not None:
             task.cancel()
 
-    def _index(self, pod: JSON) -> None:
-        meta = pod.get("metadata") or {}
-        uid = str(meta.get("uid") or "")
-        if not uid:
-            return
-        if settled(pod):
-            self._unsettled.pop(uid, None)
-        elif uid in self._unsettled or len(self._unsettled) < MAX_UNSETTLED:
-            self._unsettled[uid] = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
-
-    def forget_pod(self, pod: JSON) -> None:
-        """The pod was deleted: drop what this process keeps about it."""
-        uid = str((pod.get("metadata") or {}).get("uid") or "")
-        self._unsettled.pop(uid, None)
-        task = self._rechecks.pop(uid, None)
-        if task is not None:
-            task.cancel()
-
     async def on_pod(self, pod: JSON, node: JSON | None = None) -> Decision | None:
         """One pod event (or re-check). Returns the decision made, if this pod was decided."""
         if not self._watched((pod.get("metadata") or {}).get("namespace")):
             return None
-        self._index(pod)
         self._index(pod)
         if (pod.get("metadata") or {}).get("deletionTimestamp") and node is None:
             node = self._bad_nodes.get(str((pod.get("spec") or {}).get("nodeName") or ""))
