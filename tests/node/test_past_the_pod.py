@@ -111,7 +111,9 @@ def _replicasets(operator: Operator, namespace: str) -> list[dict[str, Any]]:
     apps = client.AppsV1Api(operator.cluster.api_client)
     resp = apps.list_namespaced_replica_set(namespace, _preload_content=False)
     items: list[dict[str, Any]] = json.loads(resp.data)["items"]
-    return sorted(items, key=lambda rs: int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]))
+    return sorted(
+        items, key=lambda rs: int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"])
+    )
 
 
 def _one_decision(operator: Operator, namespace: str, what: str) -> dict[str, Any]:
@@ -131,7 +133,10 @@ def test_a_crash_loop_on_a_scaled_down_database_names_its_service_and_deployment
     text = json.dumps(spec)
     assert spec["target"]["name"].startswith("orders-api-"), text[:2000]
     assert (spec["symptom"], spec["category"]) == ("CrashLoopBackOff", "dependency_unavailable"), text[:3000]
-    assert f"Service {ns}/orders-db has 0 ready endpoints; Deployment orders-db has 0 replicas" in spec["diagnosis"]
+    assert (
+        f"Service {ns}/orders-db has 0 ready endpoints; Deployment orders-db has 0 replicas"
+        in spec["diagnosis"]
+    )
     # Within policy: an alert about the dependency, nothing done to the database or anything else.
     assert spec["action"] == "create_alert"
     assert "orders-db" in str((spec.get("parameters") or {}).get("summary"))
@@ -139,7 +144,9 @@ def test_a_crash_loop_on_a_scaled_down_database_names_its_service_and_deployment
     assert db.spec.replicas == 0
 
 
-def test_a_rollout_to_a_broken_image_is_rolled_back_on_approval(operator: Operator, scenarios: Scenarios) -> None:
+def test_a_rollout_to_a_broken_image_is_rolled_back_on_approval(
+    operator: Operator, scenarios: Scenarios
+) -> None:
     cluster = operator.cluster
     ns = scenarios.rollout
     decision = _one_decision(operator, ns, "a decision about the broken rollout")
@@ -160,7 +167,9 @@ def test_a_rollout_to_a_broken_image_is_rolled_back_on_approval(operator: Operat
 
     def done() -> str:
         status = decisions(cluster, ns)[0].get("status") or {}
-        return str(status.get("phase") or "") if status.get("phase") in ("Executed", "Failed", "Expired") else ""
+        return (
+            str(status.get("phase") or "") if status.get("phase") in ("Executed", "Failed", "Expired") else ""
+        )
 
     final = wait_for(done, 120, "the approved rollback to run")
     assert final == "Executed", decisions(cluster, ns)[0].get("status")
@@ -169,18 +178,23 @@ def test_a_rollout_to_a_broken_image_is_rolled_back_on_approval(operator: Operat
     assert dep.spec.template.spec.containers[0].image == BUSYBOX
     # The previous ReplicaSet is back, as the newest revision, and the broken one is scaled away.
     newest = wait_for(
-        lambda: (rs := _replicasets(operator, ns)[-1])["metadata"]["name"] == scenarios.first_replicaset and rs,
+        lambda: (
+            (rs := _replicasets(operator, ns)[-1])["metadata"]["name"] == scenarios.first_replicaset and rs
+        ),
         90,
         "the first ReplicaSet to become the newest revision",
     )
     assert newest["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "3"
     wait_for(
-        lambda: all(
-            p["metadata"]["labels"].get("pod-template-hash") == newest["metadata"]["labels"]["pod-template-hash"]
-            for p in pods(cluster, ns, "app=web")
-            if not p["metadata"].get("deletionTimestamp")
-        )
-        and (apps.read_namespaced_deployment("web", ns).status.ready_replicas or 0) >= 1,
+        lambda: (
+            all(
+                p["metadata"]["labels"].get("pod-template-hash")
+                == newest["metadata"]["labels"]["pod-template-hash"]
+                for p in pods(cluster, ns, "app=web")
+                if not p["metadata"].get("deletionTimestamp")
+            )
+            and (apps.read_namespaced_deployment("web", ns).status.ready_replicas or 0) >= 1
+        ),
         120,
         "only pods of the previous revision, ready",
     )
