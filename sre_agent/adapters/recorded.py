@@ -422,7 +422,11 @@ class _FastLoader(_YAML_LOADER):  # type: ignore[misc,valid-type]
         if kind is yaml.ScalarNode and not self.yaml_path_resolvers:
             if implicit[0]:
                 table = self.yaml_implicit_resolvers
-                for tag, regexp in table.get(value[0] if value else "", _NONE) + table.get(None, _NONE):
+                if table is _RESOLVERS[0]:  # the usual case: the first character's resolvers, joined once
+                    candidates = _RESOLVERS[1].get(value[:1], _RESOLVERS[2])
+                else:
+                    candidates = table.get(value[0] if value else "", _NONE) + table.get(None, _NONE)
+                for tag, regexp in candidates:
                     if regexp.match(value):
                         return tag
             return self.DEFAULT_SCALAR_TAG
@@ -439,6 +443,15 @@ class _FastLoader(_YAML_LOADER):  # type: ignore[misc,valid-type]
 
 _NONE: list[Any] = []
 _KEY_TAGS = _PLAIN_SCALARS | {_STR}
+
+
+def _joined_resolvers() -> tuple[Any, dict[str, list[Any]], list[Any]]:
+    table = _FastLoader.yaml_implicit_resolvers
+    anywhere = table.get(None, _NONE)
+    return table, {k: v + anywhere for k, v in table.items() if k is not None}, anywhere
+
+
+_RESOLVERS = _joined_resolvers()
 
 
 def _parse(text: str, suffix: str) -> Any:
