@@ -45,6 +45,7 @@ COMMON_VALUES = frozenset(
     {"true", "false", "yes", "no", "none", "null", "enabled", "disabled", "required", "optional", "changeme"}
 )
 MIN_KNOWN = 4
+MAX_REMEMBERED = 4096  # redacted texts a Redactor keeps, to redact a repeated line once
 
 # Commands whose short flag takes a password: mysql -pX / -p X, sshpass -p X, redis-cli -a X.
 PASSWORD_SHORT_FLAGS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -286,12 +287,13 @@ def _walk_secrets(value: Any, out: set[str]) -> None:
     """Every trackable secret an API object holds, at any depth (a Pod, a Deployment's template)."""
     if isinstance(value, list):
         for item in value:
-            if isinstance(item, list | dict):
+            if isinstance(item, _CONTAINERS):
                 _walk_secrets(item, out)
         return
     if not isinstance(value, dict):
         return
-    for env in value.get("env") or [] if isinstance(value.get("env"), list) else []:
+    envs = value.get("env")
+    for env in envs if isinstance(envs, list) else ():
         if isinstance(env, dict):
             name = str(env.get("name", ""))
             if SENSITIVE_NAME.search(name) and _trackable(name, env.get("value")):
@@ -309,8 +311,11 @@ def _walk_secrets(value: Any, out: set[str]) -> None:
             elif SENSITIVE_ANNOTATION.search(str(name)) and _trackable(str(name), text):
                 out.add(text)
     for key, item in value.items():
-        if key not in ("env", "annotations") and isinstance(item, list | dict):
+        if isinstance(item, _CONTAINERS) and key != "env" and key != "annotations":
             _walk_secrets(item, out)
+
+
+_CONTAINERS = (list, dict)  # a tuple: isinstance checks it faster than list | dict
 
 
 def secret_env_values(pod: JSON) -> set[str]:
@@ -326,6 +331,7 @@ class Redactor:
     def __init__(self, known_secrets: Iterable[str] = ()) -> None:
         self.known = {v for v in known_secrets if isinstance(v, str) and len(v) >= MIN_KNOWN}
         self._ordered = (frozenset(self.known), _longest_first(self.known))
+        self._done: dict[str, str] = {}  # text -> redacted: a log line is often both a signal and an excerpt
 
     @classmethod
     def for_pod(cls, pod: JSON, extra: Iterable[str] = ()) -> Redactor:
@@ -345,7 +351,14 @@ class Redactor:
     def text(self, text: str) -> str:
         if self._ordered[0] != self.known:  # `known` was changed after construction
             self._ordered = (frozenset(self.known), _longest_first(self.known))
-        return _redact(text, self._ordered[1])
+            self._done.clear()
+        done = self._done.get(text)
+        if done is None:
+            done = _redact(text, self._ordered[1])
+            if len(self._done) >= MAX_REMEMBERED:
+                self._done.clear()
+            self._done[text] = done
+        return done
 
     def obj(self, value: Any) -> Any:
         """A deep copy of an API object with secrets masked: by name, by position, by pattern."""
