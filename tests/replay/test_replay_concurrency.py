@@ -55,7 +55,7 @@ class Counting:
 
 @pytest.fixture
 def history(tmp_path: Path) -> Path:
-    """Twelve incidents, and three of them again under other names (same fingerprint: cache hits)."""
+    """Twelve incidents, three of them again under other names (same fingerprint: cache hits), one bad file."""
     out = tmp_path / "history"
     out.mkdir()
     files = sorted(CORPUS.glob("*.yaml"))[:12]
@@ -63,6 +63,7 @@ def history(tmp_path: Path) -> Path:
         shutil.copy(path, out / path.name)
     for path in files[:3]:
         shutil.copy(path, out / f"zz-again-{path.name}")
+    (out / "m-bad.yaml").write_text("id: bad\nevnts: []\n")
     return out
 
 
@@ -81,7 +82,7 @@ def replay_json(capsys: pytest.CaptureFixture[str], history: Path, *args: str) -
         code = main(["replay", str(history), "--reasoner", "llm", "--base-url", fake.base_url,
                      "--format", "json", "--no-progress", *args])  # fmt: skip
         requests = len(fake.requests)
-    assert code == 0
+    assert code == 1  # the bad file
     report = json.loads(capsys.readouterr().out)
     report["summary"].pop("seconds")
     report["_max_in_flight"] = counting.max_in_flight
@@ -103,6 +104,7 @@ def test_concurrent_llm_replay_is_bounded_and_reports_what_a_sequential_run_does
     llm = sequential["summary"]["llm"]
     assert llm["from_cache"] >= 3 and llm["fallbacks"] == 0  # the copies were cache hits in both runs
     assert [r["id"] for r in concurrent["results"]] == [r["id"] for r in sequential["results"]]
+    assert [r["id"] for r in sequential["results"] if r["error"]] == ["m-bad"]
     assert len({r["category"] for r in sequential["results"]}) > 1  # answers depend on the request
 
 
@@ -118,10 +120,10 @@ def test_progress_counts_calls_cache_hits_and_fallbacks(history: Path) -> None:
         requests = len(fake.requests)
     last = seen[-1]
     llm = report["summary"]["llm"]
-    assert (last.done, last.total) == (15, 15) and [p.done for p in seen] == list(range(1, 16))
+    assert (last.done, last.total) == (16, 16) and [p.done for p in seen] == list(range(1, 17))
     assert last.calls == requests == llm["asked"] - llm["from_cache"]
     assert last.cache_hits == llm["from_cache"] >= 3 and last.fallbacks == llm["fallbacks"] == 0
 
     out = io.StringIO()
     progress_bar(out)(last)
-    assert out.getvalue().endswith(f"15/15 llm calls {requests}, cache hits {last.cache_hits}, fallbacks 0\n")
+    assert out.getvalue().endswith(f"16/16 llm calls {requests}, cache hits {last.cache_hits}, fallbacks 0\n")
