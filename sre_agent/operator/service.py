@@ -50,6 +50,7 @@ from sre_agent.adapters.kube.decisions import (
 from sre_agent.adapters.kube.executor import ActionRefused, Executor
 from sre_agent.adapters.kube.gatherer import Gatherer
 from sre_agent.adapters.notify import ApprovalWebhook, approval_text
+from sre_agent.core.correlation import AFFECTED_ANNOTATION, Correlator, Group, annotations_for, dependency_key
 from sre_agent.core.intake import Admission, Intake, Verdict
 from sre_agent.core.lifecycle import (
     ANNOTATION_WORKLOAD,
@@ -84,7 +85,7 @@ from sre_agent.core.symptoms import (
     parse_time,
     recheck_at,
 )
-from sre_agent.domain import JSON, Decision, ObjectRef, Symptom
+from sre_agent.domain import JSON, Decision, IncidentContext, ObjectRef, Symptom
 from sre_agent.operator.metrics import Metrics
 
 log = logging.getLogger("sre_agent.operator")
@@ -185,6 +186,7 @@ class AgentService:
         self.tuning = tuning
         self.memory = memory
         self.approval_webhook = approval_webhook
+        self.correlator = Correlator()  # workloads failing on one dead dependency share its decision
         self._slots = asyncio.Semaphore(tuning.concurrency)
         self._ledger_stale = False  # the last rebuild failed: the next sweep tries again
         self._rechecks: dict[str, asyncio.Task[None]] = {}  # pod uid -> its scheduled re-check
@@ -245,6 +247,8 @@ class AgentService:
 
     def _rebuild_memory(self, objects: list[JSON]) -> int:
         count = self.memory.replace_all(found for obj in objects if (found := remembered(obj)) is not None)
+        for obj in objects:  # dependency groups (core.correlation) survive a restart
+            self.correlator.restore(obj, self.clock.now())
         self._refresh_pending_gauge()
         return count
 
@@ -399,6 +403,9 @@ class AgentService:
         self, pod: JSON, node: JSON | None, admission: Admission, key: MemoryKey, sequence: int
     ) -> Decision | None:
         ctx = await self.gatherer.gather(pod, node=node)
+        name = decision_name(admission.group.key.owner.name, key, sequence)
+        if await self._join_dependency(pod, ctx, admission, key, name):
+            return None
         decision = await self.pipeline.decide(ctx)
         if decision is None:
             self.intake.forget(admission.group.key)
@@ -420,7 +427,10 @@ class AgentService:
             incident=incident,
             name=decision_name(owner.name, key, sequence),
             labels=key.labels(),
-            annotations={ANNOTATION_WORKLOAD: str(owner)[:253]},
+            annotations={
+                ANNOTATION_WORKLOAD: str(owner)[:253],
+                **annotations_for(decision.evidence, str(owner)),
+            },
         )
         self.memory.observe(key, Remembered(rec.name, rec.phase, rec.created_at or now))
         if not created:
@@ -432,6 +442,9 @@ class AgentService:
             )
             return decision
         self._refresh_pending_gauge()
+        group = self.correlator.recorded(key.namespace, rec.name, phase.value)
+        if group is not None and len(group.workloads) > 1:  # others joined while it was decided
+            await self._list_affected(key.namespace, group)
         d = decision.diagnosis
         self.metrics.decisions.labels(d.source, d.action.name, phase.value).inc()
         if phase == Phase.BLOCKED:
@@ -451,6 +464,48 @@ class AgentService:
         elif phase == Phase.PENDING_APPROVAL:
             await self.announce(rec, decision, expires_at)
         return decision
+
+    async def _join_dependency(
+        self, pod: JSON, ctx: IncidentContext, admission: Admission, key: MemoryKey, name: str
+    ) -> bool:
+        """Join the open decision about the dead dependency this pod fails on (core.correlation):
+        no LLM call, no new decision; the decision lists the workload. False: decide as usual (the
+        decision about to be recorded, `name`, then opens the group for the next ones)."""
+        symptom = self.pipeline.symptom_of(ctx)
+        if symptom == Symptom.HEALTHY:
+            return False
+        dependency = dependency_key(self.pipeline.evidence_of(ctx, symptom))
+        now = self.clock.now()
+        owner = str(admission.group.key.owner)
+        if not dependency:
+            return False
+        group = self.correlator.join(key.namespace, dependency, owner, now)
+        if group is None:
+            self.correlator.open(key.namespace, dependency, name, owner, now)
+            return False
+        if not await self._list_affected(key.namespace, group) and group.phase:
+            return False  # the decision is gone: this workload gets its own
+        self.memory.observe(key, Remembered(group.decision, Phase(group.phase) if group.phase else None, now))
+        log.info(
+            "Pod %s fails on %s like %d other workload(s): joins AgentDecision %s/%s",
+            _key(pod),
+            dependency,
+            len(group.workloads) + group.more - 1,
+            key.namespace,
+            group.decision,
+        )
+        return True
+
+    async def _list_affected(self, namespace: str, group: Group) -> bool:
+        """Write the workloads of a dependency group on its decision; False when it does not exist."""
+        patch = {"metadata": {"annotations": {AFFECTED_ANNOTATION: group.annotation()[:4000]}}}
+        try:
+            await self.kube.patch(API_VERSION, PLURAL, namespace, group.decision, patch)
+        except KubeError as exc:
+            if exc.not_found:  # not recorded yet (it is listed when it is), or deleted since
+                return False
+            log.warning("Could not list the affected workloads on %s/%s: %s", namespace, group.decision, exc)
+        return True
 
     async def announce(self, rec: RecordedDecision, decision: Decision, expires_at: datetime) -> None:
         """Tell the approvers: an Event on the target and on the decision, and the approval webhook."""

@@ -3,6 +3,7 @@
 * An API crash-loops because its database Deployment was scaled to 0: the operator traces the
   host in its log to the database Service, reads its EndpointSlices (none ready) and the
   Deployment behind it, and its decision names both.
+* Ten Deployments crash-loop on that same kind of dead database: one decision, listing them all.
 * A working Deployment is rolled out to an image that cannot be pulled: under the autopilot
   policy the decision proposes rollback_deployment to the previous revision, and approving it
   brings back the previous, healthy ReplicaSet.
@@ -15,6 +16,7 @@ The LLM answers 503 for these namespaces, so the rules decide from what the node
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from sre_agent.core.correlation import AFFECTED_ANNOTATION as AFFECTED
 from tests.node.conftest import BUSYBOX, Operator, decisions, deployment, new_namespace, pods, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -198,3 +201,53 @@ def test_a_rollout_to_a_broken_image_is_rolled_back_on_approval(
         120,
         "only pods of the previous revision, ready",
     )
+
+
+FANOUT = 10
+
+
+@pytest.fixture(scope="module")
+def fanout(operator: Operator, scenarios: Scenarios) -> str:
+    """Ten API Deployments on one database Deployment scaled to 0 (after the policy switch)."""
+    cluster = operator.cluster
+    core = client.CoreV1Api(cluster.api_client)
+    apps = client.AppsV1Api(cluster.api_client)
+    ns = new_namespace(cluster, "fanout")
+    db = deployment("orders-db", [{"name": "db", "command": ["httpd", "-f", "-p", "5432", "-h", "/tmp"]}])
+    db["spec"]["replicas"] = 0
+    apps.create_namespaced_deployment(ns, db)
+    core.create_namespaced_service(
+        ns,
+        {
+            "metadata": {"name": "orders-db"},
+            "spec": {"selector": {"app": "orders-db"}, "ports": [{"port": 5432, "targetPort": 5432}]},
+        },
+    )
+    for i in range(FANOUT):
+        apps.create_namespaced_deployment(
+            ns, deployment(f"api-{i}", [{"name": "api", "command": ["sh", "-c", API_SCRIPT]}])
+        )
+    return ns
+
+
+def test_ten_deployments_failing_on_one_database_give_one_decision(operator: Operator, fanout: str) -> None:
+    cluster = operator.cluster
+    _one_decision(operator, fanout, "a decision about the dead database")
+
+    def all_listed() -> str:
+        found = decisions(cluster, fanout)
+        listed = (found[0]["metadata"].get("annotations") or {}).get(AFFECTED) or ""
+        return listed if all(f"Deployment/{fanout}/api-{i}" in listed for i in range(FANOUT)) else ""
+
+    try:
+        wait_for(all_listed, DECISION_TIMEOUT, "every API Deployment listed on the decision", every=3)
+    except TimeoutError as exc:
+        pytest.fail(f"{exc}\n--- operator log ---\n{operator.logs(400)}", pytrace=False)
+    found = decisions(cluster, fanout)
+    assert len(found) == 1, [d["metadata"]["name"] for d in found]
+    assert "orders-db has 0 ready endpoints" in found[0]["spec"]["diagnosis"]
+    # A restarted operator reopens the group from the decision: still one decision.
+    _restart_operator(operator)
+    time.sleep(45)
+    found = decisions(cluster, fanout)
+    assert len(found) == 1, [d["metadata"]["name"] for d in found]
