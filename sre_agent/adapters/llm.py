@@ -369,6 +369,9 @@ class OpenAIReasoner:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._semaphore = asyncio.Semaphore(config.max_concurrency)
+        # A 429's Retry-After holds back every call of this reasoner, not just the one that got
+        # it: concurrent calls (replay --concurrency, many incidents at once) wait it out too.
+        self._resume_at = 0.0
 
     @property
     def reasoner_id(self) -> str:
@@ -424,7 +427,14 @@ class OpenAIReasoner:
     async def _call_with_retries(self, messages: list[ChatCompletionMessageParam], started: float) -> object:
         cfg = self.config
         attempt = 0
+        sat_out = 0.0  # the shared rate-limit pause this call has already waited for
         while True:
+            if self._resume_at > sat_out:
+                sat_out = self._resume_at
+                wait = self._resume_at - self._monotonic()
+                left = cfg.deadline_seconds - (self._monotonic() - started)
+                if wait > 0:
+                    await self._sleep(min(wait, max(left, 0.0)))
             try:
                 return await asyncio.wait_for(self._create(messages), timeout=cfg.timeout_seconds)
             except TimeoutError:
@@ -459,6 +469,9 @@ class OpenAIReasoner:
                 raise LLMCallError(f"{failure}; no time left to retry within the deadline", failure.outcome)
             attempt += 1
             log.info("LLM call failed (%s), retry %d/%d in %.2fs", failure, attempt, cfg.max_retries, delay)
+            if failure.outcome == "rate_limited" and failure.retry_after is not None:
+                sat_out = self._monotonic() + delay
+                self._resume_at = max(self._resume_at, sat_out)
             await self._sleep(delay)
 
     def _backoff(self, attempt: int) -> float:

@@ -474,3 +474,29 @@ async def test_a_failing_metrics_hook_does_not_break_diagnosis(fake_llm: FakeLLM
     assert d.category is Category.OOM
     [(seconds, tokens, outcome)] = calls
     assert seconds >= 0 and tokens == 150 and outcome == "ok"
+
+
+async def test_a_429_holds_back_the_other_calls_until_its_retry_after(
+    fake_llm: FakeLLM, reasoners: Make
+) -> None:
+    """Concurrent calls (replay --concurrency) wait out a rate limit another call was told about."""
+    fake_llm.script(status(429, headers={"Retry-After": "2"}))
+    fake_llm.default = reply(answer_for("oom"))
+    waits: list[float] = []
+    release, entered = asyncio.Event(), asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        entered.set()
+        await release.wait()
+
+    reasoner = reasoners(config(fake_llm, backoff_max=5), sleep=sleep, monotonic=lambda: 500.0)
+    first = asyncio.create_task(reasoner.diagnose(evidence(), ACTIONS))
+    await asyncio.wait_for(entered.wait(), 10)  # the first call got its 429 and sits out the Retry-After
+    entered.clear()
+    second = asyncio.create_task(reasoner.diagnose(evidence(), ACTIONS))
+    await asyncio.wait_for(entered.wait(), 10)  # the second waits before sending anything
+    assert waits == [2, 2] and len(fake_llm.requests) == 1
+    release.set()
+    assert (await first).category is Category.OOM and (await second).category is Category.OOM
+    assert len(fake_llm.requests) == 3 and waits == [2, 2]
