@@ -362,3 +362,44 @@ def test_the_agents_own_alert_event_is_never_read_back_as_evidence() -> None:
 def test_a_log_line_cannot_send_the_tracer_into_system_namespaces() -> None:
     hosts = ["kube-dns.kube-system.svc.cluster.local", "orders-db.data", "cache"]
     assert dependencies.namespaces_to_read(hosts, "shop") == ["shop", "data"]
+
+
+class Answering:
+    """A reasoner that answers like an LLM would: a category and an action by name."""
+
+    name = "fake-llm"
+
+    def __init__(self, action: ProposedAction) -> None:
+        self.action = action
+
+    async def diagnose(self, evidence: Evidence, allowed_actions: str = "") -> Any:
+        from sre_agent.domain import Diagnosis
+
+        assert "- rollback_deployment" in allowed_actions
+        return Diagnosis(Category.APP_ERROR, "bad rollout", "r", self.action, 0.9, "llm")
+
+
+@pytest.mark.parametrize(
+    ("params", "outcome"),
+    [
+        ({}, "needs_approval"),  # the pipeline binds the previous revision from the evidence
+        ({"replicaset": "checkout-api-6b8c5d7f9", "revision": "1"}, "needs_approval"),
+        ({"replicaset": "checkout-api-7d9f8b6c4", "revision": "2"}, "blocked"),  # not the previous one
+    ],
+)
+async def test_an_llm_rollback_is_bound_to_the_previous_revision_or_blocked(
+    params: dict[str, Any], outcome: str
+) -> None:
+    pipeline = Pipeline(policy=AUTOPILOT, clock=FixedClock(), reasoner=Answering(ProposedAction(ROLLBACK_DEPLOYMENT, params)))
+    decision = await pipeline.decide(rollout_ctx(OLD, NEW))
+    assert decision is not None and decision.diagnosis.source == "llm"
+    assert decision.verdict.outcome == outcome, decision.verdict.reason
+    if outcome == "needs_approval":
+        assert decision.action.parameters["replicaset"] == "checkout-api-6b8c5d7f9"
+
+
+async def test_an_llm_rollback_without_rollout_evidence_is_blocked() -> None:
+    pipeline = Pipeline(policy=AUTOPILOT, clock=FixedClock(), reasoner=Answering(ProposedAction(ROLLBACK_DEPLOYMENT, {})))
+    decision = await pipeline.decide(rollout_ctx())  # no ReplicaSets known
+    assert decision is not None and decision.verdict.outcome == "blocked"
+    assert "previous revision" in decision.verdict.reason
