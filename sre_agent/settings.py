@@ -18,7 +18,7 @@ Variables (all optional):
   SRE_AGENT_DECISION_TTL_SECONDS  pending decisions expire after this (policy decisionTTLSeconds, 3600)
   SRE_AGENT_RETENTION_SECONDS     decisions older than this are deleted (604800 = 7 days; 0: never)
   SRE_AGENT_SWEEP_SECONDS         how often expiry and retention are checked (30)
-  SRE_AGENT_RESYNC_SECONDS        how often every pod is re-checked for slow symptoms (300; 0: never)
+  SRE_AGENT_RESYNC_SECONDS        how often not-Ready pods are re-checked for slow symptoms (300; 0: never)
   SRE_AGENT_METRICS_PORT          Prometheus /metrics port (9090; 0: off)
   SRE_AGENT_HEALTH_PORT           liveness/readiness /healthz port (8080; 0: off)
   SRE_AGENT_PEERING               kopf peering name ("sre-agent")
