@@ -1,6 +1,6 @@
 """The project's benchmark suite: prints its figures as one JSON document.
 
-    python bench/suite.py [--only rules,llm,prompts] [--runs 5] [--incidents 1000]
+    python bench/suite.py [--only rules,llm,prompts,watching] [--runs 5] [--incidents 1000]
                           [--llm-delay 1.0] [--llm-incidents 1000] [--sequential-sample 40]
 
 - rules: rules replay throughput, end to end (read, parse, validate, decide, score), on the
@@ -17,6 +17,9 @@
   installs bpe-openai, which ships OpenAI's o200k/cl100k tables; tiktoken itself downloads them
   at run time, which this project's machines cannot). Without it: characters / 4, and the
   output says so.
+- watching: what the operator's own code keeps per pod and what one resync reads, for --pods
+  healthy and --pods not-Ready pods fed through AgentService with a fake API (tracemalloc;
+  not the process RSS, which kopf's per-object state dominates).
 
 Timings come from a shared machine; every figure is a median or a ratio, and the JSON names
 the machine and the date.
@@ -36,7 +39,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -230,11 +233,79 @@ def bench_prompts(policy: Policy) -> dict[str, Any]:
     return out
 
 
+def bench_watching(pods: int) -> dict[str, Any]:
+    """The operator's own state and periodic reads for N pods, through AgentService with a fake API.
+
+    Not the process RSS (kopf keeps its own per-object state, and the storm and idle figures on
+    kwok are still to be measured): what this process adds per pod, and what one resync reads.
+    """
+    import gc
+    import tracemalloc
+
+    from sre_agent.operator.app import build_service
+    from sre_agent.operator.metrics import Metrics
+    from sre_agent.settings import Settings
+
+    class FakeKube:
+        def __init__(self) -> None:
+            self.reads = 0
+
+        async def list_objects(self, *args: Any, **kwargs: Any) -> list[Any]:
+            self.reads += 1
+            return []
+
+        async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+            self.reads += 1
+            return None
+
+        async def events_for(self, *args: Any, **kwargs: Any) -> list[Any]:
+            return []
+
+    def pod(i: int, ready: bool) -> dict[str, Any]:
+        return {
+            "metadata": {"name": f"p-{i}", "namespace": "bench", "uid": f"uid-{i}"},
+            "spec": {"nodeName": "n", "containers": [{"name": "app", "image": "app:1"}]},
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                "containerStatuses": [{"name": "app", "restartCount": 0, "state": {"running": {}}}],
+            },
+        }
+
+    async def run(ready: bool) -> dict[str, Any]:
+        kube = FakeKube()
+        service = build_service(Settings(policy=load_policy(POLICY)), cast(Any, kube), Metrics(), "bench")
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(pods):
+            await service.on_pod(pod(i, ready))
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        kube.reads = 0
+        await service.resync()
+        for task in list(service._rechecks.values()):
+            task.cancel()
+        return {"bytes_kept_per_pod": round(kept / pods), "resync_api_reads": kube.reads}
+
+    return {
+        "pods": pods,
+        "healthy": asyncio.run(run(True)),
+        "not_ready": asyncio.run(run(False)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", default="rules,llm,prompts", help="comma list of rules, llm, prompts")
+    parser.add_argument(
+        "--only", default="rules,llm,prompts,watching", help="comma list of rules, llm, prompts, watching"
+    )
+    parser.add_argument(
+        "--pods", type=int, default=10_000, help="watching: pods fed through the operator service"
+    )
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument(
         "--incidents", type=int, default=1000, help="rules replay: replicate the sets to this many"
@@ -256,6 +327,8 @@ def main() -> None:
         result["llm_replay"] = bench_llm(args.llm_incidents, args.llm_delay, args.sequential_sample, policy)
     if "prompts" in only:
         result["prompt_tokens"] = bench_prompts(policy)
+    if "watching" in only:
+        result["watching"] = bench_watching(args.pods)
     print(json.dumps(result, indent=2))
 
 
