@@ -328,7 +328,7 @@ SUPPORTING_SIGNALS: dict[Category, frozenset[str]] = {
     ),
     Category.OVERLOAD: frozenset({"overload", "cpu_saturated", "probe_timeout"}),
     Category.NODE_FAILURE: frozenset({"node_not_ready", "node_pressure", "evicted", "node_lost"}),
-    Category.VOLUME_ERROR: frozenset({"volume_error", "volume_pending", "unbound_pvc"}),
+    Category.VOLUME_ERROR: frozenset({"volume_error", "volume_pending", "unbound_pvc", "pvc_pending"}),
     Category.UNKNOWN: frozenset(),
 }
 
@@ -421,6 +421,7 @@ def scan_text(line: str) -> str:
 
 # The log patterns with their literal gates: a line that holds none of a pattern's words skips the search.
 _GATED_LOG_PATTERNS = tuple((kind, rx, gate(rx)) for kind, rx in LOG_PATTERNS)
+_PORT_GATE, _STARTUP_GATE = gate(LISTEN_PORT), gate(STARTUP_TIME)
 
 
 def _scan_lines(c: _Collector, lines: Iterable[str], source: str, budget: int) -> None:
@@ -441,10 +442,11 @@ def _scan_lines(c: _Collector, lines: Iterable[str], source: str, budget: int) -
             if "app_exception" in hits and line.lstrip().startswith(("Traceback", "Exception", "panic")):
                 for follow in lines[i + 1 : i + 3]:
                     c.excerpt(follow)
-        port = LISTEN_PORT.search(line)
+        whole = folded if text is line else fold(line)
+        port = LISTEN_PORT.search(line) if _PORT_GATE is None or _PORT_GATE(whole) else None
         if port:
             c.signal("listen_port", port.group(3), source)
-        started = STARTUP_TIME.search(line)
+        started = STARTUP_TIME.search(line) if _STARTUP_GATE is None or _STARTUP_GATE(whole) else None
         if started:
             c.signal("startup_seconds", started.group(1), source)
 
@@ -537,6 +539,11 @@ def _event_signals(c: _Collector, events: Iterable[JSON]) -> None:
         if isinstance(involved, dict) and involved.get("kind") == "Node":
             _node_event(c, reason, message, str(involved.get("name") or ""))
             continue  # about the node, not the pod: never the pod's own OOM, probe or pull
+        if isinstance(involved, dict) and involved.get("kind") == "PersistentVolumeClaim":
+            if event.get("type") == "Warning" or reason in ("WaitForFirstConsumer", "ExternalProvisioning"):
+                claim = f"{involved.get('namespace') or ''}/{involved.get('name') or ''}"
+                c.signal("pvc_pending", f"PersistentVolumeClaim {claim}: {reason}: {message}", "event")
+            continue  # about the claim: its provisioning, not the pod
         if reason == "FailedScheduling":
             if SCHED_CAPACITY.search(message):
                 c.signal("insufficient_resources", message, "event")
@@ -585,9 +592,13 @@ def _event_signals(c: _Collector, events: Iterable[JSON]) -> None:
         # Application-ish text inside warning events (e.g. init container messages).
         skip = ("FailedScheduling", "Unhealthy", "FailedMount", "FailedAttachVolume", "Failed")
         if event.get("type") == "Warning" and reason not in skip:
-            for kind, rx in LOG_PATTERNS:
-                if kind in ("connection_error", "missing_config", "invalid_config") and rx.search(message):
+            folded = fold(message)
+            for kind, rx, can in _GATED_LOG_PATTERNS:
+                if kind in _CONFIG_OR_CONNECTION and (can is None or can(folded)) and rx.search(message):
                     c.signal(kind, message, "event")
+
+
+_CONFIG_OR_CONNECTION = frozenset({"connection_error", "missing_config", "invalid_config"})
 
 
 def _node_event(c: _Collector, reason: str, message: str, node: str) -> None:
@@ -597,6 +608,24 @@ def _node_event(c: _Collector, reason: str, message: str, node: str) -> None:
         c.signal("node_pressure", f"node {node} {reason}: {message}", "node")
     elif reason in ("NodeNotReady", "Rebooted", "NodeLost"):
         c.signal("node_not_ready", f"node {node} {reason}: {message}", "node")
+
+
+def _claim_signals(c: _Collector, related: Iterable[JSON]) -> None:
+    """PersistentVolumeClaims the pod mounts that are not Bound (the gatherer reads them for a pending pod)."""
+    for obj in related:
+        if not isinstance(obj, dict) or obj.get("kind") != "PersistentVolumeClaim":
+            continue
+        phase = (obj.get("status") or {}).get("phase") if isinstance(obj.get("status"), dict) else None
+        if phase in (None, "Bound"):
+            continue
+        meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+        spec = obj.get("spec") if isinstance(obj.get("spec"), dict) else {}
+        assert isinstance(meta, dict) and isinstance(spec, dict)
+        storage_class = spec.get("storageClassName")
+        detail = f"PersistentVolumeClaim {meta.get('namespace', '')}/{meta.get('name', '')} is {phase}"
+        detail += f" (storageClassName {storage_class})" if storage_class else " (no storageClassName)"
+        c.signal("pvc_pending", detail, "related")
+        c.excerpt(detail)
 
 
 def _probe_event(c: _Collector, message: str) -> None:
@@ -670,7 +699,10 @@ def extract(ctx: IncidentContext, symptom: Symptom, redactor: Redactor) -> Evide
     facts: dict[str, Any] = {}
     pod = ctx.pod
     _container_facts(c, pod, facts)
-    _event_signals(c, ctx.events)
+    _event_signals(
+        c, (*ctx.events, *(o for o in ctx.related if isinstance(o, dict) and o.get("kind") == "Event"))
+    )
+    _claim_signals(c, ctx.related)
     _node_signals(c, ctx.node, pod, facts)
     _metric_signals(c, ctx, facts)
     for container, streams in sorted(ctx.logs.items()):

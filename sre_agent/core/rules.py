@@ -119,7 +119,9 @@ def _scheduling(evidence: Evidence) -> _Finding:
         fits, excluded = scheduler_node_counts(detail)
         capacity, constraint = max(capacity, fits), max(constraint, excluded)
     if evidence.has("unbound_pvc") and not capacity and not constraint:
-        return _Finding(Category.VOLUME_ERROR, 0.8, _first(evidence, "unbound_pvc"))
+        claim = _first(evidence, "pvc_pending")
+        why = _first(evidence, "unbound_pvc")
+        return _Finding(Category.VOLUME_ERROR, 0.85 if claim else 0.8, f"{claim} ({why})" if claim else why)
     if capacity:
         # Some node passes every constraint and lacks only resources: more room would place the pod.
         return _Finding(Category.INSUFFICIENT_CAPACITY, 0.85, _first(evidence, "insufficient_resources"))

@@ -8,6 +8,7 @@ and the evidence then names them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -88,3 +89,38 @@ async def test_no_failure_line_no_reads(agent_kube: KubeClient, namespace: str) 
     pod = crashing_pod(namespace)
     logs = {"api": {"previous": "listening on :8080\nready"}}
     assert await Gatherer(agent_kube, Clock()).dependencies(pod, [], logs) == []
+
+
+async def test_the_gatherer_reads_a_pending_claim_and_its_provisioning_events(
+    cluster: Cluster, agent_kube: KubeClient, namespace: str  # noqa: F811
+) -> None:
+    core = client.CoreV1Api(cluster.api_client)
+    core.create_namespaced_persistent_volume_claim(
+        namespace,
+        {
+            "metadata": {"name": "data-0"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "gp3-encrypted",
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
+    pod = {
+        "metadata": {"name": "db-0", "namespace": namespace, "uid": "u2"},
+        "spec": {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data-0"}}]},
+        "status": {"phase": "Pending"},
+    }
+    gatherer = Gatherer(agent_kube, Clock())
+
+    async def read() -> list[dict[str, Any]]:
+        return await gatherer.claims(pod)
+
+    found: list[dict[str, Any]] = []
+    for _ in range(60):  # the persistentvolume controller reports the missing class within seconds
+        found = await read()
+        if any(o["kind"] == "Event" and o.get("reason") == "ProvisioningFailed" for o in found):
+            break
+        await asyncio.sleep(1)
+    assert found and found[0]["kind"] == "PersistentVolumeClaim"
+    assert any('"gp3-encrypted" not found' in str(o.get("message")) for o in found), found

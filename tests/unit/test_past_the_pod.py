@@ -403,3 +403,21 @@ async def test_an_llm_rollback_without_rollout_evidence_is_blocked() -> None:
     decision = await pipeline.decide(rollout_ctx())  # no ReplicaSets known
     assert decision is not None and decision.verdict.outcome == "blocked"
     assert "previous revision" in decision.verdict.reason
+
+
+def test_a_pending_claim_and_its_provisioning_events_name_the_volume_cause() -> None:
+    message = "0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
+    conds = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}]
+    p = pod(phase="Pending", node=None, conditions=conds)
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data-0", "namespace": "shop", "uid": "c1"},
+             "spec": {"storageClassName": "gp3-encrypted"}, "status": {"phase": "Pending"}}
+    provisioning = event("ProvisioningFailed", 'storageclass.storage.k8s.io "gp3-encrypted" not found', component="persistentvolume-controller")
+    provisioning["involvedObject"] = {"kind": "PersistentVolumeClaim", "name": "data-0", "namespace": "shop", "uid": "c1"}
+    ctx = IncidentContext(pod=p, events=(event("FailedScheduling", message, component="default-scheduler"),), related=(claim, provisioning))
+    ev = evidence_of(ctx)
+    assert sorted(ev.details("pvc_pending")) == [
+        "PersistentVolumeClaim shop/data-0 is Pending (storageClassName gp3-encrypted)",
+        'PersistentVolumeClaim shop/data-0: ProvisioningFailed: storageclass.storage.k8s.io "gp3-encrypted" not found',
+    ]
+    d = RuleReasoner().diagnose_now(ev)
+    assert d.category == Category.VOLUME_ERROR and "PersistentVolumeClaim shop/data-0" in d.reasoning

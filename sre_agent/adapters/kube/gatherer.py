@@ -106,8 +106,8 @@ class Gatherer:
         events, logs, node_obj, owner, node_metrics, pod_metrics = await asyncio.gather(
             events_t, logs_t, node_t, owner_t, node_metrics_t, pod_metrics_t
         )
-        history, deps = await asyncio.gather(
-            self.rollout_history(pod, owner), self.dependencies(pod, events, logs)
+        history, deps, claims = await asyncio.gather(
+            self.rollout_history(pod, owner), self.dependencies(pod, events, logs), self.claims(pod)
         )
         return IncidentContext(
             pod=strip_managed_fields(pod),
@@ -117,7 +117,7 @@ class Gatherer:
             node=node_obj,
             node_metrics=node_metrics,
             pod_metrics=pod_metrics,
-            related=(*history, *deps),
+            related=(*history, *deps, *claims),
             captured_at=self.clock.now(),
             incident_id=f"{namespace}-{name}",
         )
@@ -332,6 +332,40 @@ class Gatherer:
 
         return await self._safe("dependencies", pod, call, [])
 
+    async def claims(self, pod: JSON) -> list[JSON]:
+        """For a Pending pod: the PersistentVolumeClaims it mounts that are not Bound, and their Events
+        (the provisioner's ProvisioningFailed, WaitForFirstConsumer, ...)."""
+        meta = pod.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "")
+        if (pod.get("status") or {}).get("phase") != "Pending" or not namespace:
+            return []
+        names = [
+            str(v["persistentVolumeClaim"]["claimName"])
+            for v in (pod.get("spec") or {}).get("volumes") or []
+            if isinstance(v, dict)
+            and isinstance(v.get("persistentVolumeClaim"), dict)
+            and v["persistentVolumeClaim"].get("claimName")
+        ][:MAX_CLAIMS]
+        if not names:
+            return []
+
+        async def call() -> list[JSON]:
+            out: list[JSON] = []
+            for name in names:
+                claim = await self.kube.get("v1", "persistentvolumeclaims", namespace, name)
+                if claim is None or (claim.get("status") or {}).get("phase") == "Bound":
+                    continue
+                out.append(_as_kind(strip_managed_fields(claim), "v1", "PersistentVolumeClaim"))
+                uid = str((claim.get("metadata") or {}).get("uid") or "")
+                if uid:
+                    found = await self.kube.events_for(namespace, uid, MAX_CLAIM_EVENTS)
+                    out.extend(
+                        _as_kind(strip_managed_fields(e), "v1", "Event") for e in found[-MAX_CLAIM_EVENTS:]
+                    )
+            return out
+
+        return await self._safe("PersistentVolumeClaims", pod, call, [])
+
     async def _workloads_behind(self, service: JSON, namespace: str) -> list[JSON]:
         selector = (service.get("spec") or {}).get("selector")
         if not isinstance(selector, dict) or not selector:
@@ -349,6 +383,8 @@ MAX_REPLICASETS = 5
 MAX_DEPENDENCY_LINES = 200
 MAX_DEPENDENCY_NAMESPACES = 3
 MAX_DEPENDENCY_WORKLOADS = 3
+MAX_CLAIMS = 4
+MAX_CLAIM_EVENTS = 10
 
 
 def _revision(rs: JSON) -> int:
