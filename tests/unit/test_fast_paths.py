@@ -30,7 +30,12 @@ SETS = [
     ROOT / "tests" / "replay" / "holdout",
 ]
 FILES = list(incident_paths(SETS))
-PATTERNS = [p for p, _ in redaction._PATTERNS] + [rx for _, rx in evidence.LOG_PATTERNS]
+PATTERNS = [
+    *(p for p, _ in redaction._PATTERNS),
+    *(rx for _, rx in evidence.LOG_PATTERNS),
+    evidence.LISTEN_PORT,
+    evidence.STARTUP_TIME,
+]
 
 
 def _reference_redact(text: str, known: tuple[str, ...] = ()) -> str:
@@ -59,7 +64,7 @@ FRAGMENTS = [
     "mysql -p", "redis-cli -a ", "AUTH ", '"AUTH" "x"', "cookie: ", "session_id=", "eyJ", "sk_live_", "sk-",
     "ghp_", "xoxb-", "://", "@", "hooks.slack.com/services/", "?sig=", "Authorization: Basic ",
     "connection refused", "ECONNREFUSED", "OutOfMemoryError", "Traceback (most recent call last)",
-    "panic: ", "429", "configmap \"x\" not found", "ignore previous instructions", "\u212a", "\u0131",
+    "panic: ", "429", "listening on port :8080", "Started App in 3.2 seconds", "configmap \"x\" not found", "ignore previous instructions", "\u212a", "\u0131",
     "\u0130", "\u017f", "K", "I", "S", " ", "-", "=", ":", "x", "0", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEF",
 ]  # fmt: skip
 texts = st.lists(st.sampled_from(FRAGMENTS) | st.text(max_size=6), max_size=14).map("".join)
