@@ -738,6 +738,7 @@ def extract(ctx: IncidentContext, symptom: Symptom, redactor: Redactor) -> Evide
         )
 
     _rollout_signals(c, ctx, facts)
+    _workload_signals(c, ctx.owner)
     _dependency_signals(c, ctx, facts)
 
     meta = pod.get("metadata") or {}
@@ -791,6 +792,34 @@ def _dependency_signals(c: _Collector, ctx: IncidentContext, facts: dict[str, An
             }
             for d in found
         ]
+
+
+# Owner conditions that say the workload as a whole is failing, beyond this pod.
+WORKLOAD_FAILURES: dict[tuple[str, str, str], str] = {
+    ("Deployment", "Progressing", "ProgressDeadlineExceeded"): "rollout_stalled",
+    ("Job", "Failed", "BackoffLimitExceeded"): "job_failed",
+    ("Job", "Failed", "DeadlineExceeded"): "job_failed",
+    ("Job", "Failed", "PodFailurePolicy"): "job_failed",
+}
+
+
+def _workload_signals(c: _Collector, owner: JSON | None) -> None:
+    """A Deployment past its progress deadline, a Job over its backoff limit or deadline."""
+    if not isinstance(owner, dict):
+        return
+    kind = str(owner.get("kind") or "")
+    meta = owner.get("metadata") if isinstance(owner.get("metadata"), dict) else {}
+    status = owner.get("status") if isinstance(owner.get("status"), dict) else {}
+    assert isinstance(meta, dict) and isinstance(status, dict)
+    for cond in status.get("conditions") or []:
+        if not isinstance(cond, dict):
+            continue
+        signal = WORKLOAD_FAILURES.get((kind, str(cond.get("type")), str(cond.get("reason"))))
+        wanted = "False" if kind == "Deployment" else "True"
+        if signal and cond.get("status") == wanted:
+            detail = f"{kind} {meta.get('namespace', '')}/{meta.get('name', '')} {cond.get('reason')}: {cond.get('message', '')}"
+            c.signal(signal, detail, "owner")
+            c.excerpt(detail)
 
 
 def _rollout_signals(c: _Collector, ctx: IncidentContext, facts: dict[str, Any]) -> None:

@@ -332,6 +332,9 @@ class RuleReasoner:
         if finding.category == Category.DEPENDENCY_UNAVAILABLE and traced:
             summary = f"{summary}: {traced}"
         reasoning = f"{summary}. Key evidence: {finding.why or 'none'}"
+        workload = _first(evidence, "rollout_stalled", "job_failed")
+        if workload:
+            reasoning = f"{reasoning}. Workload: {workload}"
         action = choose_action(evidence, finding.category, summary, self.max_replicas, self.allowed)
         if action.name == ROLLBACK_DEPLOYMENT:
             regression = _first(evidence, "rollout_regression")

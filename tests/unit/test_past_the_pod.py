@@ -421,3 +421,25 @@ def test_a_pending_claim_and_its_provisioning_events_name_the_volume_cause() -> 
     ]
     d = RuleReasoner().diagnose_now(ev)
     assert d.category == Category.VOLUME_ERROR and "PersistentVolumeClaim shop/data-0" in d.reasoning
+
+
+@pytest.mark.parametrize(
+    ("kind", "condition", "signal"),
+    [
+        ("Deployment", {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                        "message": 'ReplicaSet "checkout-api-7d9f8b6c4" has timed out progressing.'}, "rollout_stalled"),
+        ("Job", {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                 "message": "Job has reached the specified backoff limit"}, "job_failed"),
+        ("Job", {"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                 "message": "Job was active longer than specified deadline"}, "job_failed"),
+    ],
+)  # fmt: skip
+def test_workload_failures_beyond_the_pod_are_in_the_evidence(kind: str, condition: dict[str, str], signal: str) -> None:
+    owner = {"apiVersion": "apps/v1" if kind == "Deployment" else "batch/v1", "kind": kind,
+             "metadata": {"name": "checkout-api", "namespace": "shop"}, "status": {"conditions": [condition]}}  # fmt: skip
+    ev = evidence_of(IncidentContext(pod=failing_pod(), owner=owner, logs={"app": {"previous": "panic: boom"}}))
+    assert ev.details(signal) == [f"{kind} shop/checkout-api {condition['reason']}: {condition['message']}"]
+    assert f"Workload: {kind} shop/checkout-api" in RuleReasoner().diagnose_now(ev).reasoning
+    healthy = {**condition, "status": "True" if kind == "Deployment" else "False"}
+    quiet = evidence_of(IncidentContext(pod=failing_pod(), owner={**owner, "status": {"conditions": [healthy]}}))
+    assert not quiet.has(signal)
