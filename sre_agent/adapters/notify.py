@@ -94,25 +94,27 @@ class WebhookNotifier:
     async def notify(self, decision_summary: Mapping[str, Any]) -> None:
         body = json.dumps(alert_payload(decision_summary, datetime.now(UTC)))
         where = f"{decision_summary.get('namespace')}/{decision_summary.get('pod')}"
-        try:
-            timeout = aiohttp.ClientTimeout(total=self.timeout)
-            async with (
-                aiohttp.ClientSession(timeout=timeout) as session,
-                session.post(self.url, data=body, headers={"Content-Type": "application/json"}) as resp,
-            ):
-                if resp.status >= 300:
-                    text = (await resp.text())[:200]
-                    self.failed += 1
-                    log.warning(
-                        "Alert for %s not delivered to %s: HTTP %s %s", where, self.url, resp.status, text
-                    )
-                    return
-        except Exception as exc:  # network, DNS, timeout: log, never raise
+        problem = await post_json(self.url, body, self.timeout)
+        if problem:
             self.failed += 1
-            log.warning("Alert for %s not delivered to %s: %s: %s", where, self.url, type(exc).__name__, exc)
+            log.warning("Alert for %s not delivered to %s: %s", where, self.url, problem)
             return
         self.sent += 1
         log.info("Alert for %s delivered to %s", where, self.url)
+
+
+async def post_json(url: str, body: str, seconds: float) -> str:
+    """POST a JSON body; "" when the receiver accepted it, else why not (one line). Never raises."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=seconds)) as session,
+            session.post(url, data=body, headers={"Content-Type": "application/json"}) as resp,
+        ):
+            if resp.status >= 300:
+                return f"HTTP {resp.status} {(await resp.text())[:200]}"
+    except Exception as exc:  # network, DNS, timeout: reported, never raised
+        return f"{type(exc).__name__}: {exc}"
+    return ""
 
 
 # --------------------------------------------------------------------------- approval requests
@@ -228,22 +230,9 @@ class ApprovalWebhook:
         """POST the announcement; True when the receiver accepted it."""
         body = json.dumps(self.payload(request))
         what = f"{request.get('namespace')}/{request.get('decision')}"
-        try:
-            timeout = aiohttp.ClientTimeout(total=self.timeout)
-            async with (
-                aiohttp.ClientSession(timeout=timeout) as session,
-                session.post(self.url, data=body, headers={"Content-Type": "application/json"}) as resp,
-            ):
-                if resp.status >= 300:
-                    log.warning(
-                        "Approval request for %s not delivered: HTTP %s %s",
-                        what,
-                        resp.status,
-                        (await resp.text())[:200],
-                    )
-                    return False
-        except Exception as exc:  # network, DNS, timeout: log, never raise
-            log.warning("Approval request for %s not delivered: %s: %s", what, type(exc).__name__, exc)
+        problem = await post_json(self.url, body, self.timeout)
+        if problem:
+            log.warning("Approval request for %s not delivered: %s", what, problem)
             return False
         log.info("Approval request for %s delivered (%s webhook)", what, self.format)
         return True
