@@ -261,7 +261,11 @@ def test_rbac_forbids_what_the_agent_must_never_do(agent_api: ApiClient, namespa
             },
             _preload_content=False,
         ),
-        "patch deployment": lambda: client.AppsV1Api(agent_api).patch_namespaced_deployment(
+        # It may patch a Deployment's template back (rollback_deployment), never delete one.
+        "delete deployment": lambda: client.AppsV1Api(agent_api).delete_namespaced_deployment(
+            "any", namespace, _preload_content=False
+        ),
+        "patch statefulset": lambda: client.AppsV1Api(agent_api).patch_namespaced_stateful_set(
             "any", namespace, {"spec": {"replicas": 1}}, _preload_content=False
         ),
     }
