@@ -15,6 +15,7 @@ from typing import Any
 
 from sre_agent.core import dependencies, rollout
 from sre_agent.core.literals import fold, gate
+from sre_agent.core.owners import controller_ref
 from sre_agent.core.redaction import Redactor
 from sre_agent.core.symptoms import node_is_not_ready
 from sre_agent.domain import (
@@ -748,9 +749,8 @@ def extract(ctx: IncidentContext, symptom: Symptom, redactor: Redactor) -> Evide
     )
     owner_ref = _ref(ctx.owner)
     if owner_ref is None:
-        controllers = [o for o in meta.get("ownerReferences") or [] if o.get("controller")]
-        if controllers:
-            o = controllers[0]
+        o = controller_ref(pod)
+        if o is not None:
             owner_ref = ObjectRef(
                 kind=str(o.get("kind", "")), name=str(o.get("name", "")), namespace=str(meta.get("namespace", "")),
                 uid=str(o.get("uid", "")), api_version=str(o.get("apiVersion", "")),

@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sre_agent.core.lifecycle import Cause, cause_of
+from sre_agent.core.owners import controller_ref
 from sre_agent.core.reasoning import Clock
 from sre_agent.domain import JSON, Symptom
 
@@ -57,10 +58,7 @@ def owner_key(pod: JSON) -> OwnerKey:
     meta = pod.get("metadata") or {}
     namespace = str(meta.get("namespace") or "")
     labels = meta.get("labels") or {}
-    controller = next(
-        (r for r in meta.get("ownerReferences") or [] if isinstance(r, dict) and r.get("controller")),
-        None,
-    )
+    controller = controller_ref(pod)
     if controller is None:
         return OwnerKey(namespace, "Pod", str(meta.get("name") or ""))
     kind, name = str(controller.get("kind") or ""), str(controller.get("name") or "")

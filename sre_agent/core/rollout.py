@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sre_agent.core.owners import controller_ref
 from sre_agent.core.redaction import MASK, REFERENCE_NAME, SENSITIVE_NAME
 from sre_agent.domain import JSON
 
@@ -96,10 +97,10 @@ def _count(value: Any) -> int:
 
 def owned_by(obj: JSON, owner_uid: str, owner_name: str) -> bool:
     """Whether `obj`'s controller ownerReference is the given Deployment (uid when known, else name)."""
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if isinstance(ref, dict) and ref.get("controller") and ref.get("kind") == "Deployment":
-            return ref.get("uid") == owner_uid if owner_uid else ref.get("name") == owner_name
-    return False
+    ref = controller_ref(obj)
+    if ref is None or ref.get("kind") != "Deployment":
+        return False
+    return ref.get("uid") == owner_uid if owner_uid else ref.get("name") == owner_name
 
 
 def revisions(deployment: JSON, replicasets: Iterable[JSON]) -> list[Revision]:
@@ -214,10 +215,8 @@ def without_hash(template: Mapping[str, Any]) -> JSON:
 
 
 def pod_replicaset(pod: JSON) -> str:
-    for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
-        if isinstance(ref, dict) and ref.get("controller") and ref.get("kind") == "ReplicaSet":
-            return str(ref.get("name") or "")
-    return ""
+    ref = controller_ref(pod)
+    return str(ref.get("name") or "") if ref is not None and ref.get("kind") == "ReplicaSet" else ""
 
 
 def analyse(pod: JSON, owner: JSON | None, related: Iterable[JSON]) -> Rollout | None:

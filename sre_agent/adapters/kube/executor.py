@@ -43,6 +43,7 @@ from sre_agent.adapters.kube.client import KubeClient, KubeError, api_path
 from sre_agent.adapters.kube.decisions import RecordedDecision, action_digest, rfc3339
 from sre_agent.adapters.notify import Notifier
 from sre_agent.core import rollout
+from sre_agent.core.owners import controller_ref
 from sre_agent.core.policy import (
     FORBIDDEN_KINDS,
     NON_MUTATING,
@@ -84,13 +85,6 @@ class ActionResult:
     target: ObjectRef | None
     changed: bool
     message: str
-
-
-def _controller(obj: JSON) -> JSON | None:
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if isinstance(ref, dict) and ref.get("controller"):
-            return ref
-    return None
 
 
 class Executor:
@@ -215,7 +209,7 @@ class Executor:
         meta = pod.get("metadata") or {}
         if target.uid and meta.get("uid") != target.uid:
             return ActionResult(RESTART_POD, target, False, f"pod {target.key()} was already replaced")
-        owner = _controller(pod)
+        owner = controller_ref(pod)
         if owner is None:
             raise ActionRefused(
                 f"restart_pod refused: pod {target.namespace}/{target.name} has no controller, "

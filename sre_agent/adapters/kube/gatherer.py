@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from sre_agent.adapters.kube.client import KubeClient, KubeError
 from sre_agent.core import dependencies, rollout
+from sre_agent.core.owners import controller_ref
 from sre_agent.core.reasoning import Clock
 from sre_agent.domain import JSON, IncidentContext
 
@@ -48,14 +49,6 @@ class GatherLimits:
     # Events read for symptom detection (ProbeFailure, FailedMount): at most once per pod per interval.
     detection_events_interval_seconds: float = 30.0
     detection_events_pods: int = 5000  # pods whose last read is remembered (oldest dropped first)
-
-
-def controller_ref(obj: JSON) -> JSON | None:
-    """The ownerReference marked controller: true, if any."""
-    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
-        if isinstance(ref, dict) and ref.get("controller"):
-            return ref
-    return None
 
 
 def strip_managed_fields(obj: JSON) -> JSON:
