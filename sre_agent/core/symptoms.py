@@ -207,6 +207,20 @@ def needs_events(pod: JSON, now: datetime, thresholds: Thresholds = Thresholds()
     return False
 
 
+def settled(pod: JSON) -> bool:
+    """Running and Ready with no container waiting, or finished: time alone cannot make it an incident
+    (the operator's resync re-checks only pods that are not settled)."""
+    phase = (pod.get("status") or {}).get("phase")
+    if phase == "Succeeded":
+        return True
+    if phase != "Running":
+        return False
+    ready = _condition(pod, "Ready")
+    statuses = _statuses(pod, "containerStatuses") + _statuses(pod, "initContainerStatuses")
+    waiting = any(_state(s).get("waiting") for s in statuses)
+    return ready is not None and ready.get("status") == "True" and not waiting
+
+
 def recheck_at(pod: JSON, now: datetime, thresholds: Thresholds = Thresholds()) -> datetime | None:
     """When detection of this pod may change with time alone, with no new pod update (or None).
 

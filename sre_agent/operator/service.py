@@ -84,6 +84,7 @@ from sre_agent.core.symptoms import (
     node_is_not_ready,
     parse_time,
     recheck_at,
+    settled,
 )
 from sre_agent.domain import JSON, Decision, IncidentContext, ObjectRef, Symptom
 from sre_agent.operator.metrics import Metrics
@@ -782,23 +783,6 @@ class AgentService:
                 self._unsettled.pop(uid, None)  # deleted, or replaced by a pod of the same name
                 continue
             await self.on_pod(fresh)
-
-
-def settled(pod: JSON) -> bool:
-    """Running and Ready with no container waiting, or finished: time alone cannot make it an incident."""
-    status = pod.get("status") or {}
-    phase = status.get("phase")
-    if phase == "Succeeded":
-        return True
-    if phase != "Running":
-        return False
-    conditions = status.get("conditions") or []
-    ready = any(
-        isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
-    )
-    statuses = [*(status.get("containerStatuses") or []), *(status.get("initContainerStatuses") or [])]
-    waiting = any(isinstance(s, dict) and (s.get("state") or {}).get("waiting") for s in statuses)
-    return ready and not waiting
 
 
 async def every(

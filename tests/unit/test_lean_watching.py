@@ -16,10 +16,11 @@ import pytest
 
 from sre_agent.adapters.kube.client import KubeClient
 from sre_agent.core.policy import load_policy
+from sre_agent.core.symptoms import settled
 from sre_agent.operator import service as service_module
 from sre_agent.operator.app import build_service
 from sre_agent.operator.metrics import Metrics
-from sre_agent.operator.service import AgentService, settled
+from sre_agent.operator.service import AgentService
 from sre_agent.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
