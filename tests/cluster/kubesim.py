@@ -43,7 +43,8 @@ DEFAULT_UNSCHEDULABLE_MESSAGE = (
     "3 No preemption victims found for incoming pod."
 )
 # kubelet's crash-loop back-off: 10s doubling up to 5m, printed as Go durations.
-_BACKOFFS = ("10s", "20s", "40s", "1m20s", "2m40s", "5m0s")
+_BACKOFF_SECONDS = (10, 20, 40, 80, 160, 300)
+_BACKOFFS = tuple(f"{s // 60}m{s % 60}s" if s >= 60 else f"{s}s" for s in _BACKOFF_SECONDS)
 
 
 # --------------------------------------------------------------------------- basics
@@ -605,6 +606,16 @@ def _running(
     )
 
 
+def _others(pod: JSON, target: JSON) -> dict[str, JSON]:
+    """Every container's status but `target`'s, as the pod has it (running when never reported)."""
+    current = _current(pod)
+    return {
+        c["name"]: current.get(c["name"]) or _running(pod, c, 0)
+        for c in _containers(pod)
+        if c["name"] != target["name"]
+    }
+
+
 def _current(pod: JSON) -> dict[str, JSON]:
     return {cs["name"]: cs for cs in (pod.get("status") or {}).get("containerStatuses") or []}
 
@@ -1004,37 +1015,33 @@ def crash_loop_terminated(
     before, ``restartCount`` growing, and no ``waiting`` reason at all."""
     pod = get_pod(api, namespace, name)
     target = _pick(pod, container)
-    current = _current(pod)
-    backoff = (10, 20, 40, 80, 160, 300)[min(max(restarts - 1, 0), len(_BACKOFFS) - 1)]  # = _BACKOFFS
-    statuses: dict[str, JSON] = {}
-    for c in _containers(pod):
-        if c["name"] != target["name"]:
-            statuses[c["name"]] = current.get(c["name"]) or _running(pod, c, 0)
-            continue
-        finished = ago(1)
-        this_run: JSON = {
-            "exitCode": exit_code,
-            "reason": "Error",
-            "startedAt": ago(1 + run_seconds),
-            "finishedAt": finished,
-            "containerID": _container_id(pod, c["name"], restarts),
-        }
-        previous: JSON = {
-            "exitCode": exit_code,
-            "reason": "Error",
-            "startedAt": ago(2 + 2 * run_seconds + backoff),
-            "finishedAt": ago(2 + run_seconds + backoff),
-            "containerID": _container_id(pod, c["name"], max(restarts - 1, 0)),
-        }
-        statuses[c["name"]] = _container_status(
-            pod,
-            c,
-            state={"terminated": this_run},
-            last_state={"terminated": previous},
-            ready=False,
-            started=False,
-            restarts=restarts,
-        )
+    backoff = _BACKOFF_SECONDS[min(max(restarts - 1, 0), len(_BACKOFF_SECONDS) - 1)]
+    statuses = _others(pod, target)
+    c = target
+    finished = ago(1)
+    this_run: JSON = {
+        "exitCode": exit_code,
+        "reason": "Error",
+        "startedAt": ago(1 + run_seconds),
+        "finishedAt": finished,
+        "containerID": _container_id(pod, c["name"], restarts),
+    }
+    previous: JSON = {
+        "exitCode": exit_code,
+        "reason": "Error",
+        "startedAt": ago(2 + 2 * run_seconds + backoff),
+        "finishedAt": ago(2 + run_seconds + backoff),
+        "containerID": _container_id(pod, c["name"], max(restarts - 1, 0)),
+    }
+    statuses[c["name"]] = _container_status(
+        pod,
+        c,
+        state={"terminated": this_run},
+        last_state={"terminated": previous},
+        ready=False,
+        started=False,
+        restarts=restarts,
+    )
     if events:
         post_event(
             api,
@@ -1063,22 +1070,18 @@ def restarted(
     ended a few seconds ago with ``exit_code`` (what HighRestarts looks like)."""
     pod = get_pod(api, namespace, name)
     target = _pick(pod, container)
-    current = _current(pod)
-    statuses: dict[str, JSON] = {}
-    for c in _containers(pod):
-        if c["name"] != target["name"]:
-            statuses[c["name"]] = current.get(c["name"]) or _running(pod, c, 0)
-            continue
-        last: JSON = {
-            "terminated": {
-                "exitCode": exit_code,
-                "reason": "Error",
-                "startedAt": ago(3 + run_seconds),
-                "finishedAt": ago(3),
-                "containerID": _container_id(pod, c["name"], restarts - 1),
-            }
+    statuses = _others(pod, target)
+    c = target
+    last: JSON = {
+        "terminated": {
+            "exitCode": exit_code,
+            "reason": "Error",
+            "startedAt": ago(3 + run_seconds),
+            "finishedAt": ago(3),
+            "containerID": _container_id(pod, c["name"], restarts - 1),
         }
-        statuses[c["name"]] = _running(pod, c, restarts, last_state=last, started_at=ago(2))
+    }
+    statuses[c["name"]] = _running(pod, c, restarts, last_state=last, started_at=ago(2))
     return _kubelet_status(api, pod, statuses, phase="Running")
 
 
