@@ -188,6 +188,9 @@ class AgentService:
         self.memory = memory
         self.approval_webhook = approval_webhook
         self.correlator = Correlator()  # workloads failing on one dead dependency share its decision
+        # One writer at a time for the affected-workloads annotation: concurrent joins must not let
+        # an older, shorter list land after a newer one.
+        self._affected_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(tuning.concurrency)
         self._ledger_stale = False  # the last rebuild failed: the next sweep tries again
         self._rechecks: dict[str, asyncio.Task[None]] = {}  # pod uid -> its scheduled re-check
@@ -499,9 +502,10 @@ class AgentService:
 
     async def _list_affected(self, namespace: str, group: Group) -> bool:
         """Write the workloads of a dependency group on its decision; False when it does not exist."""
-        patch = {"metadata": {"annotations": {AFFECTED_ANNOTATION: group.annotation()[:4000]}}}
         try:
-            await self.kube.patch(API_VERSION, PLURAL, namespace, group.decision, patch)
+            async with self._affected_lock:  # the list as it is when written, never an older one
+                patch = {"metadata": {"annotations": {AFFECTED_ANNOTATION: group.annotation()[:4000]}}}
+                await self.kube.patch(API_VERSION, PLURAL, namespace, group.decision, patch)
         except KubeError as exc:
             if exc.not_found:  # not recorded yet (it is listed when it is), or deleted since
                 return False

@@ -176,3 +176,38 @@ async def test_sweep_lists_decisions_page_by_page_without_their_incidents() -> N
     kube.pages.clear()
     await svc.sweep()
     assert len(kube.pages) == 3 and not [p for p, _ in kube.lists if p == "agentdecisions"]
+
+
+class PatchingKube(FakeKube):
+    """Records decision patches; the first one is held until the test lets it through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patched: list[str] = []
+        self.release = asyncio.Event()
+        self._held = False
+
+    async def patch(self, api_version: str, plural: str, namespace: str | None, name: str, body: Any) -> Any:
+        if not self._held:
+            self._held = True
+            await self.release.wait()
+        self.patched.append(body["metadata"]["annotations"][service_module.AFFECTED_ANNOTATION])
+        return {}
+
+
+async def test_concurrent_joins_never_leave_an_older_shorter_affected_list_on_the_decision() -> None:
+    kube = PatchingKube()
+    svc = build_service(
+        Settings(policy=load_policy(ROOT / "policies" / "default.yaml")), cast(Any, kube), Metrics(), "test"
+    )
+    now = svc.clock.now()
+    group = svc.correlator.open("shop", "shop/orders-db", "api-0-x-1", "Deployment/shop/api-0", now)
+    svc.correlator.join("shop", "shop/orders-db", "Deployment/shop/api-1", now)
+    first = asyncio.create_task(svc._list_affected("shop", group))
+    await asyncio.sleep(0)  # its patch is on the wire (held)
+    svc.correlator.join("shop", "shop/orders-db", "Deployment/shop/api-2", now)
+    second = asyncio.create_task(svc._list_affected("shop", group))
+    await asyncio.sleep(0)
+    kube.release.set()
+    await asyncio.gather(first, second)
+    assert "Deployment/shop/api-2" in kube.patched[-1], kube.patched
