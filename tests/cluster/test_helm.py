@@ -140,3 +140,25 @@ def test_values_reach_the_objects(helm: Path, cluster: Cluster, tmp_path: Path) 
     rendered.write_text(text)
     result = cluster.run_kubectl("apply", "--dry-run=server", "-f", str(rendered), check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_approval_webhook_comes_from_a_secret_or_a_url(helm: Path) -> None:
+    def env_of(*args: str) -> dict[str, object]:
+        objects = by_key(docs(template(helm, *args)))
+        (container,) = objects[("Deployment", "sre-agent")]["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+    default = env_of()
+    assert "SRE_AGENT_APPROVAL_WEBHOOK_URL" not in default
+    assert "SRE_AGENT_APPROVAL_WEBHOOK_FORMAT" not in default
+    slack = env_of("--set", "approvalWebhook.secret.name=slack-approvals")
+    assert slack["SRE_AGENT_APPROVAL_WEBHOOK_URL"] == {
+        "secretKeyRef": {"name": "slack-approvals", "key": "url"}
+    }
+    assert slack["SRE_AGENT_APPROVAL_WEBHOOK_FORMAT"] == "slack"
+    am = env_of(
+        "--set", "approvalWebhook.url=http://alertmanager.monitoring.svc:9093",
+        "--set", "approvalWebhook.format=alertmanager",
+    )  # fmt: skip
+    assert am["SRE_AGENT_APPROVAL_WEBHOOK_URL"] == "http://alertmanager.monitoring.svc:9093"
+    assert am["SRE_AGENT_APPROVAL_WEBHOOK_FORMAT"] == "alertmanager"
