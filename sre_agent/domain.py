@@ -16,7 +16,9 @@ JSON = dict[str, Any]
 
 
 class Symptom(StrEnum):
-    """What is visibly wrong with a pod, detected without any LLM (contract section 2)."""
+    """What is visibly wrong with a pod, or with a workload as a whole, detected without any LLM
+    (contract section 2). ProgressDeadlineExceeded and JobFailed are about the workload (a
+    Deployment, a Job): they are named only when no pod shows a symptom of its own."""
 
     CRASH_LOOP = "CrashLoopBackOff"
     OOM_KILLED = "OOMKilled"
@@ -29,6 +31,8 @@ class Symptom(StrEnum):
     HIGH_RESTARTS = "HighRestarts"
     NODE_NOT_READY = "NodeNotReady"
     FAILED_MOUNT = "FailedMount"
+    PROGRESS_DEADLINE = "ProgressDeadlineExceeded"  # a Deployment's rollout stalled
+    JOB_FAILED = "JobFailed"  # a Job gave up: backoff limit, deadline or pod failure policy
     HEALTHY = "Healthy"
 
 
@@ -89,10 +93,13 @@ class ObjectRef:
 
 @dataclass(frozen=True)
 class IncidentContext:
-    """Everything gathered about one unhealthy pod: the raw API objects.
+    """Everything gathered about one unhealthy pod, or one failing workload: the raw API objects.
 
     The live gatherer and the incident-file loader both produce this, so the
-    pipeline cannot tell a live incident from a recorded one.
+    pipeline cannot tell a live incident from a recorded one. An incident about a workload
+    (a Job that failed, a Deployment past its progress deadline) has the workload as `owner`
+    and a representative pod as `pod` when there is one (the newest failed pod of the Job, a pod
+    of the Deployment's newest ReplicaSet), else `pod` is empty (`{}`).
     """
 
     pod: JSON
@@ -110,7 +117,10 @@ class IncidentContext:
 
     @property
     def namespace(self) -> str:
-        return str(self.pod.get("metadata", {}).get("namespace", "") or "")
+        found = self.pod.get("metadata", {}).get("namespace", "")
+        if not found and isinstance(self.owner, dict):
+            found = (self.owner.get("metadata") or {}).get("namespace", "")
+        return str(found or "")
 
     @property
     def pod_name(self) -> str:
@@ -131,7 +141,7 @@ class Evidence:
     """The short, redacted, high-signal view of an incident that rules and LLM both read."""
 
     symptom: Symptom
-    pod: ObjectRef
+    pod: ObjectRef  # the incident's target: the pod, or the workload for a workload symptom
     owner: ObjectRef | None
     node: str
     images: tuple[str, ...]

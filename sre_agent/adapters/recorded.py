@@ -330,6 +330,10 @@ def parse_incident(data: Any, origin: str) -> RecordedIncident:
     error = _schema_error(data, origin)
     if error is not None:
         raise error
+    if not data.get("pod") and not data.get("owner"):
+        raise IncidentFileError(
+            f"{origin}: missing field pod: an incident needs a pod, or an owner (a workload incident)"
+        )
     captured = parse_time(data.get("captured_at"))
     if data.get("captured_at") and captured is None:
         raise IncidentFileError(f"{origin}: invalid field captured_at: not an RFC 3339 time")
@@ -338,7 +342,7 @@ def parse_incident(data: Any, origin: str) -> RecordedIncident:
         for name, streams in (data.get("logs") or {}).items()
     }
     context = IncidentContext(
-        pod=data["pod"],
+        pod=data.get("pod") or {},
         events=tuple(data.get("events") or ()),
         logs=logs,
         owner=data.get("owner"),

@@ -17,7 +17,7 @@ from sre_agent.core import dependencies, rollout
 from sre_agent.core.literals import fold, gate
 from sre_agent.core.owners import controller_ref
 from sre_agent.core.redaction import Redactor
-from sre_agent.core.symptoms import node_is_not_ready
+from sre_agent.core.symptoms import WORKLOAD_SYMPTOMS, node_is_not_ready
 from sre_agent.domain import (
     ALERT_EVENT_REASON,
     JSON,
@@ -322,7 +322,7 @@ SUPPORTING_SIGNALS: dict[Category, frozenset[str]] = {
     Category.BAD_CONFIG: frozenset({"missing_config", "invalid_config", "auth_failure", "config_error"}),
     Category.DEPENDENCY_UNAVAILABLE: frozenset({"connection_error", "dependency_down"}),
     Category.IMAGE_ERROR: frozenset({"image_not_found", "image_auth", "invalid_image", "image_pull"}),
-    Category.INSUFFICIENT_CAPACITY: frozenset({"insufficient_resources"}),
+    Category.INSUFFICIENT_CAPACITY: frozenset({"insufficient_resources", "quota_exceeded"}),
     Category.SCHEDULING_CONSTRAINT: frozenset({"scheduling_constraint"}),
     Category.PROBE_MISCONFIGURED: frozenset(
         {"probe_refused", "probe_http_error", "probe_port_mismatch", "probe_too_early", "probe_failed"}
@@ -545,7 +545,10 @@ def _event_signals(c: _Collector, events: Iterable[JSON]) -> None:
                 claim = f"{involved.get('namespace') or ''}/{involved.get('name') or ''}"
                 c.signal("pvc_pending", f"PersistentVolumeClaim {claim}: {reason}: {message}", "event")
             continue  # about the claim: its provisioning, not the pod
-        if reason == "FailedScheduling":
+        if reason == "FailedCreate" and "exceeded quota" in message:
+            # A ReplicaSet or Job controller refused a pod by a ResourceQuota: no pod ever exists.
+            c.signal("quota_exceeded", message, "event")
+        elif reason == "FailedScheduling":
             if SCHED_CAPACITY.search(message):
                 c.signal("insufficient_resources", message, "event")
             if SCHED_CONSTRAINT.search(message):
@@ -744,6 +747,8 @@ def extract(ctx: IncidentContext, symptom: Symptom, redactor: Redactor) -> Evide
 
     meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
+    if not pod and isinstance(ctx.owner, dict):  # a workload incident without a pod: its template's
+        spec = ((ctx.owner.get("spec") or {}).get("template") or {}).get("spec") or {}
     images = tuple(
         str(x.get("image", "")) for x in (spec.get("containers") or []) + (spec.get("initContainers") or [])
     )
@@ -756,11 +761,14 @@ def extract(ctx: IncidentContext, symptom: Symptom, redactor: Redactor) -> Evide
                 uid=str(o.get("uid", "")), api_version=str(o.get("apiVersion", "")),
             )  # fmt: skip
     excerpts = _within_budget(c.excerpts)
+    target = ObjectRef(
+        "Pod", str(meta.get("name", "")), str(meta.get("namespace", "")), str(meta.get("uid", ""))
+    )
+    if symptom in WORKLOAD_SYMPTOMS and owner_ref is not None:
+        target = owner_ref  # the workload is what the decision is about, never one of its pods
     return Evidence(
         symptom=symptom,
-        pod=ObjectRef(
-            "Pod", str(meta.get("name", "")), str(meta.get("namespace", "")), str(meta.get("uid", ""))
-        ),
+        pod=target,
         owner=owner_ref,
         node=str(spec.get("nodeName") or ((ctx.node or {}).get("metadata") or {}).get("name") or ""),
         images=images,

@@ -1,5 +1,9 @@
 """Incident intake: which unhealthy pods get a decision, and which join one already made.
 
+Failing workloads (a Deployment past its progress deadline, a failed Job) come in through
+`Intake.offer_workload()` and are grouped the same way, keyed by the workload (a CronJob's Job
+by its CronJob) and their own cause.
+
 Pure and clock-injected. The operator's pod and node watches call `Intake.offer()` for
 every unhealthy pod they see, before any API call or LLM call. Pods are grouped per
 owning workload and root cause (`core.lifecycle.Cause`: 20 crash-looping replicas of one
@@ -66,6 +70,19 @@ def owner_key(pod: JSON) -> OwnerKey:
         template_hash = str(labels.get("pod-template-hash") or "")
         if template_hash and name.endswith(f"-{template_hash}"):
             return OwnerKey(namespace, "Deployment", name[: -len(template_hash) - 1])
+    if kind == "Job":
+        match = _CRON_SUFFIX.match(name)
+        if match:
+            return OwnerKey(namespace, "CronJob", match["base"])
+    return OwnerKey(namespace, kind, name)
+
+
+def workload_key(workload: JSON) -> OwnerKey:
+    """A Deployment or Job itself as the key `owner_key` gives its pods: a CronJob's Job (named
+    <cronjob>-<minutes>) is keyed by the CronJob, so each failed run is not a new workload."""
+    meta = workload.get("metadata") or {}
+    namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+    kind = str(workload.get("kind") or "")
     if kind == "Job":
         match = _CRON_SUFFIX.match(name)
         if match:
@@ -142,13 +159,22 @@ class Intake:
         """Admit one unhealthy pod: decide it, attach it to its group, or drop it as a repeat."""
         if symptom == Symptom.HEALTHY:
             raise ValueError("healthy pods are not incidents")
+        return self._admit(group_key(pod, symptom), pod)
+
+    def offer_workload(self, workload: JSON, symptom: Symptom) -> Admission:
+        """Admit one failing workload (a Deployment past its progress deadline, a failed Job):
+        grouped, de-duplicated and cooled down like pods, under its own key and cause."""
+        if symptom == Symptom.HEALTHY:
+            raise ValueError("healthy workloads are not incidents")
+        return self._admit(GroupKey(workload_key(workload), cause_of(symptom)), workload)
+
+    def _admit(self, key: GroupKey, obj: JSON) -> Admission:
         now = self.clock.now()
         self._prune(now)
-        key = group_key(pod, symptom)
-        pod_id = _pod_id(pod)
+        pod_id = _pod_id(obj)
         group = self._groups.get(key)
         if group is None or now - group.opened_at >= self._lifetime:
-            meta = pod.get("metadata") or {}
+            meta = obj.get("metadata") or {}
             group = Group(key, now, f"{meta.get('namespace', '')}/{meta.get('name', '')}", {pod_id})
             self._groups[key] = group
             self._groups.move_to_end(key)

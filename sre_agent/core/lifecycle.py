@@ -226,6 +226,14 @@ class Cause(StrEnum):
     EVICTION = "eviction"
     NODE = "node"
     PROBE = "probe"
+    ROLLOUT = "rollout"  # ProgressDeadlineExceeded: a Deployment's rollout as a whole
+    JOB = "job"  # JobFailed: a Job as a whole
+
+
+# Causes about a workload as a whole, not one of its pods. A workload has at most one open decision
+# across these and its pods' causes: the stalled rollout or failed Job and the pods that failed it
+# are one story (`DecisionMemory.recall`).
+WORKLOAD_CAUSES: frozenset[Cause] = frozenset({Cause.ROLLOUT, Cause.JOB})
 
 
 CAUSE_OF: Mapping[Symptom, Cause] = {
@@ -240,6 +248,8 @@ CAUSE_OF: Mapping[Symptom, Cause] = {
     Symptom.EVICTED: Cause.EVICTION,
     Symptom.NODE_NOT_READY: Cause.NODE,
     Symptom.PROBE_FAILURE: Cause.PROBE,
+    Symptom.PROGRESS_DEADLINE: Cause.ROLLOUT,
+    Symptom.JOB_FAILED: Cause.JOB,
 }
 
 
@@ -328,6 +338,13 @@ class Answer:
     sequence: int = 1  # for NEW: the sequence number of the decision to create
 
 
+def _open(d: Remembered, now: datetime) -> bool:
+    """Open, or being recorded right now (no phase yet, within the grace)."""
+    if d.phase in OPEN_PHASES:
+        return True
+    return d.phase is None and (d.created_at is None or now - d.created_at < UNSET_PHASE_GRACE)
+
+
 def suppression_for(phase: Phase, suppression: Suppression) -> timedelta:
     seconds = {
         Phase.REJECTED: suppression.after_rejected_seconds,
@@ -370,14 +387,21 @@ class DecisionMemory:
         return count
 
     def recall(self, key: MemoryKey, now: datetime) -> Answer:
-        """May a new decision be made for this workload and cause now?"""
+        """May a new decision be made for this workload and cause now?
+
+        Besides its own cause, a workload-level cause (a stalled rollout, a failed Job) joins an
+        open decision about a pod-level cause of the same workload, and a pod-level cause joins an
+        open workload-level one: one open decision per workload across the two levels.
+        """
         known = list(self._known.get(key, {}).values())
         sequence = 1 + max((d.sequence for d in known), default=0)
         for d in sorted(known, key=lambda d: d.created_at or now, reverse=True):
-            if d.phase in OPEN_PHASES:
+            if _open(d, now):
                 return Answer(Recall.OPEN, d.name)
-            if d.phase is None and (d.created_at is None or now - d.created_at < UNSET_PHASE_GRACE):
-                return Answer(Recall.OPEN, d.name)  # being recorded right now
+        for other in self._across_levels(key):
+            for d in self._known.get(other, {}).values():
+                if _open(d, now):
+                    return Answer(Recall.OPEN, d.name)
         best: Answer | None = None
         for d in known:
             if d.phase is None or d.phase in OPEN_PHASES:
@@ -389,6 +413,15 @@ class DecisionMemory:
             if now < until and (best is None or best.until is None or until > best.until):
                 best = Answer(Recall.SUPPRESSED, d.name, until)
         return best or Answer(Recall.NEW, sequence=sequence)
+
+    def _across_levels(self, key: MemoryKey) -> list[MemoryKey]:
+        """The keys of the same workload on the other level (workload-level vs pod-level causes)."""
+        workload_level = key.cause in WORKLOAD_CAUSES
+        return [
+            MemoryKey(key.namespace, key.workload, cause)
+            for cause in Cause
+            if cause != Cause.NODE and (cause in WORKLOAD_CAUSES) != workload_level
+        ]
 
     def open_count(self) -> int:
         return sum(1 for known in self._known.values() for d in known.values() if d.phase in OPEN_PHASES)

@@ -22,7 +22,7 @@ from sre_agent.core.policy import (
 from sre_agent.core.reasoning import Clock, Reasoner, ReasonerError
 from sre_agent.core.redaction import Redactor
 from sre_agent.core.rules import RuleReasoner
-from sre_agent.core.symptoms import Thresholds, detect
+from sre_agent.core.symptoms import Thresholds, detect_incident
 from sre_agent.domain import (
     SCALE_DEPLOYMENT,
     Category,
@@ -95,7 +95,7 @@ class Pipeline:
         return self.rules
 
     def symptom_of(self, ctx: IncidentContext) -> Symptom:
-        return detect(ctx.pod, ctx.events, ctx.node, self.clock.now(), self.thresholds)
+        return detect_incident(ctx.pod, ctx.events, ctx.node, ctx.owner, self.clock.now(), self.thresholds)
 
     def evidence_of(self, ctx: IncidentContext, symptom: Symptom) -> Evidence:
         return extract(ctx, symptom, Redactor.for_context(ctx))
@@ -121,7 +121,7 @@ class Pipeline:
         return checked
 
     async def decide(self, ctx: IncidentContext) -> Decision | None:
-        """Decide about one incident; None when the pod is healthy."""
+        """Decide about one incident; None when the pod (and its workload) is healthy."""
         symptom = self.symptom_of(ctx)
         if symptom == Symptom.HEALTHY:
             return None

@@ -421,6 +421,8 @@ def evaluate(policy: Policy, request: ActionRequest, ledger: ActionLedger, now: 
     else:
         if target.namespace and target.namespace in policy.protected_namespaces:
             return blocked(f"namespace {target.namespace} is protected")
+        if name == RESTART_POD and target.kind != "Pod":
+            return blocked(f"restart_pod needs a Pod; the incident is about {target.kind} {target.name}")
         if name == RESTART_POD and request.owner is None:
             return blocked("restart_pod refused: the pod has no controller, deleting it would lose it")
         if name == ROLLBACK_DEPLOYMENT:

@@ -220,8 +220,30 @@ def _memory_limited(evidence: Evidence) -> bool:
     return any(isinstance(v, dict) and v.get("memory") for v in limits.values())
 
 
+def _workload(evidence: Evidence) -> _Finding:
+    """A stalled rollout or a failed Job: what kept its pods from being created, scheduled, ready
+    or successful, from the controller's events and the representative pod's status and logs."""
+    if evidence.has("quota_exceeded"):
+        return _Finding(Category.INSUFFICIENT_CAPACITY, 0.85, _first(evidence, "quota_exceeded"))
+    if evidence.has("insufficient_resources", "scheduling_constraint", "unbound_pvc"):
+        return _scheduling(evidence)
+    if evidence.symptom == Symptom.PROGRESS_DEADLINE and evidence.has("probe_failed"):
+        return _probe(evidence)
+    found = _application(evidence, 0.75 if evidence.symptom == Symptom.JOB_FAILED else 0.6)
+    if (
+        found.category == Category.UNKNOWN
+        and evidence.symptom == Symptom.JOB_FAILED
+        and evidence.has("exit_code")
+    ):
+        # The Job's own pods ran and exited non-zero: its program failed, whatever it printed.
+        return _Finding(Category.APP_ERROR, 0.6, _first(evidence, "exit_code"))
+    return found
+
+
 def find_cause(evidence: Evidence) -> _Finding:
     symptom = evidence.symptom
+    if symptom in (Symptom.PROGRESS_DEADLINE, Symptom.JOB_FAILED):
+        return _workload(evidence)
     if symptom == Symptom.OOM_KILLED:
         if _node_oom(evidence) and not _memory_limited(evidence):
             # No limit of its own to exceed: the kernel killed it because the node ran out of memory.

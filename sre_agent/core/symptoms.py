@@ -351,3 +351,66 @@ def detect(
         if symptom in found:
             return symptom
     return Symptom.HEALTHY
+
+
+# ----------------------------------------------------------------------------------- workloads
+
+# Symptoms of a workload as a whole, named only when no pod of it shows a symptom of its own.
+WORKLOAD_PRECEDENCE: tuple[Symptom, ...] = (Symptom.JOB_FAILED, Symptom.PROGRESS_DEADLINE)
+WORKLOAD_SYMPTOMS: frozenset[Symptom] = frozenset(WORKLOAD_PRECEDENCE)
+WORKLOAD_KINDS = frozenset({"Deployment", "Job"})
+
+
+def workload_symptom(
+    workload: JSON | None, now: datetime | None = None, thresholds: Thresholds = Thresholds()
+) -> Symptom:
+    """What the controller says about a Deployment or Job as a whole (Healthy for anything else).
+
+    - ProgressDeadlineExceeded: a Deployment (not paused) whose `Progressing` condition is False
+      with reason ProgressDeadlineExceeded, as the Deployment controller writes it when a rollout
+      made no progress for `progressDeadlineSeconds` (new pods not created, e.g. over a quota, or
+      not becoming available). It lasts until the next rollout, so it is current whenever seen.
+    - JobFailed: a Job whose `Failed` condition is True, whatever its reason (BackoffLimitExceeded,
+      DeadlineExceeded, PodFailurePolicy, ...). A Job's failure is an event, not a state: one that
+      failed longer ago than `restart_window_seconds` (a Job kept for its history) is not an incident.
+    """
+    if not isinstance(workload, dict):
+        return Symptom.HEALTHY
+    kind = workload.get("kind")
+    spec = workload.get("spec") if isinstance(workload.get("spec"), dict) else {}
+    assert isinstance(spec, dict)
+    if kind == "Deployment":
+        progressing = _condition(workload, "Progressing")
+        if (
+            progressing is not None
+            and progressing.get("status") == "False"
+            and progressing.get("reason") == "ProgressDeadlineExceeded"
+            and spec.get("paused") is not True
+        ):
+            return Symptom.PROGRESS_DEADLINE
+    elif kind == "Job":
+        failed = _condition(workload, "Failed")
+        if failed is not None and failed.get("status") == "True":
+            since = parse_time(failed.get("lastTransitionTime"))
+            window = timedelta(seconds=thresholds.restart_window_seconds)
+            if now is None or since is None or now - since <= window:
+                return Symptom.JOB_FAILED
+    return Symptom.HEALTHY
+
+
+def detect_incident(
+    pod: JSON,
+    events: Sequence[JSON] = (),
+    node: JSON | None = None,
+    owner: JSON | None = None,
+    now: datetime | None = None,
+    thresholds: Thresholds = Thresholds(),
+) -> Symptom:
+    """The symptom of an incident: the pod's own when it has one (pod-level symptoms take
+    precedence), else its workload's (`workload_symptom` of the owner), else Healthy.
+    `pod` may be empty: a workload incident without a representative pod."""
+    if pod:
+        found = detect(pod, events, node, now, thresholds)
+        if found != Symptom.HEALTHY:
+            return found
+    return workload_symptom(owner, now, thresholds)
