@@ -683,7 +683,7 @@ def machine() -> dict[str, Any]:
     return suite_machine()
 
 
-def main() -> None:
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -694,22 +694,38 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=10, help="kwok nodes the Deployments are spread over")
     parser.add_argument("--only", default="operator,baseline", help="comma list of operator, baseline")
     parser.add_argument("--keep", type=Path, help="keep the cluster state and process logs in this directory")
-    args = parser.parse_args()
-    try:
-        replicas_per_deployment(args.pods, args.deployments)
-    except ValueError as exc:
-        parser.error(str(exc))
+    return parser
+
+
+def source() -> dict[str, Any]:
+    """The commit the operator runs from, and the files of sre_agent/ changed since (a shared checkout)."""
+
+    def git(*args: str) -> str:
+        result = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False)
+        return result.stdout.rstrip() if result.returncode == 0 else ""
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") or None,
+        "sre_agent_uncommitted": [
+            line[3:] for line in git("status", "--porcelain", "sre_agent").splitlines()
+        ],
+    }
+
+
+def bench_storm(args: argparse.Namespace) -> dict[str, Any]:
+    """Both storms (or those of args.only) on one kwok cluster; the figures and the checks."""
+    replicas_per_deployment(args.pods, args.deployments)  # ValueError before anything starts
     only = [w for w in ("operator", "baseline") if w in args.only.split(",")]
     if not only:
-        parser.error("--only: name operator, baseline or both")
+        raise ValueError("--only: name operator, baseline or both")
     workdir = Path(tempfile.mkdtemp(prefix="sre-agent-storm-")) if args.keep is None else args.keep.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {
-        "machine": machine(),
         "config": {
             "pods": args.pods, "deployments": args.deployments, "seconds": args.seconds,
             "llm_delay_seconds": args.llm_delay, "kwok_nodes": args.nodes, "crash_cycle": "~2 s running, ~5 s back-off",
         },
+        "source": source(),
     }  # fmt: skip
     try:
         with KwokCluster(nodes=args.nodes, node_prefix="kwok-storm", log=note) as kc:
@@ -722,6 +738,19 @@ def main() -> None:
         else:
             result["logs"] = str(workdir)
     result["checks"] = checks(result, args)
+    return result
+
+
+def main() -> None:
+    parser = arguments()
+    args = parser.parse_args()
+    try:
+        replicas_per_deployment(args.pods, args.deployments)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if not {"operator", "baseline"} & set(args.only.split(",")):
+        parser.error("--only: name operator, baseline or both")
+    result = {"machine": machine(), **bench_storm(args)}
     print(json.dumps(result, indent=2))
 
 
