@@ -97,3 +97,59 @@ def test_proc_parsing() -> None:
     )
     state = "WORK=/tmp/x\nETCD_PID=11\nAPISERVER_PID=12\nKCM_PID=13\nWATCH_PID=14\n"
     assert storm.parse_pids(state) == {"etcd": 11, "apiserver": 12, "kcm": 13, "watch": 14}
+
+
+def _decision(deployment: str, symptom: str, created: str) -> dict[str, object]:
+    return {
+        "metadata": {
+            "creationTimestamp": created,
+            "annotations": {storm.WORKLOAD_ANNOTATION: f"Deployment/storm-operator/{deployment}"},
+        },
+        "spec": {"symptom": symptom, "source": "llm"},
+        "status": {"phase": "PendingApproval"},
+    }
+
+
+def test_decision_figures_count_per_deployment_and_measure_from_the_first_crash() -> None:
+    names = ["crash-000", "crash-001", "crash-002"]
+    decisions = {
+        "d0": _decision("crash-000", "CrashLoopBackOff", "2026-12-02T15:00:12Z"),
+        "d1": _decision("crash-001", "CrashLoopBackOff", "2026-12-02T15:00:13Z"),
+        "d1b": _decision("crash-001", "HighRestarts", "2026-12-02T15:01:00Z"),
+        "stray": {"metadata": {}, "spec": {"target": {"name": "other"}}},
+    }
+    seen = {"d0": 101.5, "d1": 102.0, "d1b": 160.0, "stray": 110.0}
+    first_crash = {"crash-000": 100.0, "crash-001": 100.0, "crash-002": 100.0}
+    finished = {"crash-000": storm.parse_time("2026-12-02T15:00:10Z") or 0.0}
+    first_call = {"crash-000": 100.25, "crash-001": 100.75}
+    out = storm.decision_figures(names, decisions, seen, first_crash, finished, first_call)
+    assert out["decisions"] == 4
+    assert out["decisions_per_deployment"] == {0: 1, 1: 1, 2: 1}
+    assert out["decisions_unattributed"] == 1
+    assert out["deployments_without_decision"] == ["crash-002"]
+    assert out["deployments_with_more_than_one_decision"] == {
+        "crash-001": ["d1: CrashLoopBackOff, PendingApproval", "d1b: HighRestarts, PendingApproval"]
+    }
+    # Latency counts from the first crash to the first decision of each Deployment.
+    assert out["crash_to_decision_seconds"] == {"n": 2, "p50": 1.5, "p95": 2.0, "max": 2.0}
+    assert out["crash_to_llm_request_seconds"] == {"n": 2, "p50": 0.25, "p95": 0.75, "max": 0.75}
+    assert out["crash_to_decision_seconds_from_server_timestamps"]["p50"] == 2.0
+
+
+def test_checks_compare_with_the_deployments_the_llm_delay_and_the_baseline() -> None:
+    args = storm.arguments().parse_args(["--deployments", "2", "--pods", "4", "--llm-delay", "1.0"])
+    good = {"llm_calls": 2, "decisions_per_deployment": {1: 2}, "crash_to_decision_seconds": {"p50": 1.9}}
+    result: dict[str, object] = {"operator": good, "baseline": {"llm_calls": 60}}
+    assert storm.checks(result, args) == {
+        "llm_calls_equal_deployments": True,
+        "one_decision_per_deployment": True,
+        "crash_to_decision_p50_within_1s_of_llm": True,
+        "ratio_at_least_30x": True,
+    }
+    assert result["llm_call_ratio_baseline_to_operator"] == 30.0
+    bad = {
+        "llm_calls": 4,
+        "decisions_per_deployment": {1: 1, 3: 1},
+        "crash_to_decision_seconds": {"p50": 2.5},
+    }
+    assert not any(storm.checks({"operator": bad, "baseline": {"llm_calls": 100}}, args).values())
