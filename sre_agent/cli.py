@@ -155,7 +155,7 @@ def _cmd_capture(args: argparse.Namespace) -> int:
     try:
         if args.output:
             out = capture_to_file(args.namespace, args.pod, Path(args.output))
-            print(f"captured pod {args.namespace}/{args.pod} to {out}", file=sys.stderr)
+            print(f"captured {args.namespace}/{args.pod} to {out}", file=sys.stderr)
         else:
             sys.stdout.write(dump_incident(capture_document(args.namespace, args.pod)))
     except CaptureError as exc:
@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cap = sub.add_parser("capture", help="write an incident file from a live pod (redacted)")
     cap.add_argument("-n", "--namespace", required=True, help="the pod's namespace")
-    cap.add_argument("pod", help="the pod's name")
+    cap.add_argument("pod", help="the pod's name, or job/NAME or deployment/NAME for a workload incident")
     cap.add_argument("-o", "--output", help="file to write (default: stdout)")
     cap.set_defaults(func=_cmd_capture)
 

@@ -141,6 +141,17 @@ def build_registry() -> kopf.OperatorRegistry:
         else:
             await service_of(memo).on_decision(body(event))
 
+    # Workloads whose failure shows on no pod: a stalled rollout, a failed Job.
+    @kopf.on.event("apps", "v1", "deployments", registry=registry)
+    async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        if event["type"] != "DELETED":
+            await service_of(memo).on_workload(body(event))
+
+    @kopf.on.event("batch", "v1", "jobs", registry=registry)
+    async def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+        if event["type"] != "DELETED":
+            await service_of(memo).on_workload(body(event))
+
     return registry
 
 

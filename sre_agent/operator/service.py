@@ -14,6 +14,9 @@ delivers the events.
   record it blocked.
 - `on_node`: NotReady / pressure -> log and gauge; pods of a NotReady node are decided as
   NodeNotReady incidents.
+- `on_workload`: a Deployment past its progress deadline or a failed Job (`core.symptoms.
+  workload_symptom`) -> the same intake, memory, pipeline and record, about the workload, around a
+  representative pod (`Gatherer.gather_workload`); not when a decision about one of its pods is open.
 - `on_decision`: `spec.approved` true on a pending decision -> re-check (not expired, target
   still there and unhealthy) -> Approved -> Executing -> Executed/Failed, each step a
   resourceVersion-guarded status write, so a re-delivered event or a second replica can never
@@ -85,6 +88,7 @@ from sre_agent.core.symptoms import (
     parse_time,
     recheck_at,
     settled,
+    workload_symptom,
 )
 from sre_agent.domain import JSON, Decision, IncidentContext, ObjectRef, Symptom
 from sre_agent.operator.metrics import Metrics
@@ -365,6 +369,49 @@ class AgentService:
                 log.warning("Could not decide about pod %s: %s", _key(pod), exc)
                 return None
 
+    # ------------------------------------------------------------------ workloads
+    async def on_workload(self, workload: JSON) -> Decision | None:
+        """A Deployment or Job event: past its progress deadline, or failed, with no pod decided for
+        it, becomes a decision about the workload (same intake, memory, pipeline and record as pods)."""
+        meta = workload.get("metadata") or {}
+        if not self._watched(meta.get("namespace")) or meta.get("deletionTimestamp"):
+            return None
+        symptom = workload_symptom(workload, self.clock.now(), self.tuning.thresholds)
+        if symptom == Symptom.HEALTHY:
+            return None
+        admission = self.intake.offer_workload(workload, symptom)
+        if not admission.decide:
+            return None
+        self.metrics.incidents.labels(symptom.value).inc()
+        key = self.memory_key(workload, admission)
+        if not self._may_decide(workload, symptom, admission, self.memory.recall(key, self.clock.now())):
+            return None
+        log.info(
+            "Incident %s: deciding about %s %s", admission.group.key, workload.get("kind"), _key(workload)
+        )
+        async with self._slots:
+            try:
+                answer = await self._recall_workload_from_cluster(key)
+                if not self._may_decide(workload, symptom, admission, answer):
+                    return None
+                ctx = await self.gatherer.gather_workload(workload)
+                return await self._decide(workload, None, admission, key, answer.sequence, ctx=ctx)
+            except (KubeError, DecisionFormatError) as exc:
+                self.metrics.decision_errors.inc()
+                self.intake.forget(admission.group.key)
+                log.warning("Could not decide about %s %s: %s", workload.get("kind"), _key(workload), exc)
+                return None
+
+    async def _recall_workload_from_cluster(self, key: MemoryKey) -> Answer:
+        """Like `_recall_from_cluster`, with every cause of the workload: an open pod-level decision
+        about it (core.lifecycle) keeps the workload-level one from being made."""
+        selector = f"{LABEL_WORKLOAD}={key.workload}"
+        for obj in await self.kube.list_objects(API_VERSION, PLURAL, key.namespace, label_selector=selector):
+            found = remembered(obj)
+            if found is not None and not (obj.get("metadata") or {}).get("deletionTimestamp"):
+                self.memory.observe(*found)
+        return self.memory.recall(key, self.clock.now())
+
     @staticmethod
     def memory_key(pod: JSON, admission: Admission) -> MemoryKey:
         namespace = str((pod.get("metadata") or {}).get("namespace") or "")
@@ -404,9 +451,16 @@ class AgentService:
         return self.memory.recall(key, self.clock.now())
 
     async def _decide(
-        self, pod: JSON, node: JSON | None, admission: Admission, key: MemoryKey, sequence: int
+        self,
+        pod: JSON,
+        node: JSON | None,
+        admission: Admission,
+        key: MemoryKey,
+        sequence: int,
+        ctx: IncidentContext | None = None,
     ) -> Decision | None:
-        ctx = await self.gatherer.gather(pod, node=node)
+        if ctx is None:
+            ctx = await self.gatherer.gather(pod, node=node)
         name = decision_name(admission.group.key.owner.name, key, sequence)
         if await self._join_dependency(pod, ctx, admission, key, name):
             return None
@@ -414,6 +468,17 @@ class AgentService:
         if decision is None:
             self.intake.forget(admission.group.key)
             log.info("Pod %s is healthy after all; no decision", _key(pod))
+            return None
+        if cause_of(decision.evidence.symptom) != key.cause:
+            # The symptom changed since intake (or a workload's pod shows its own): the decision would
+            # carry another cause than its labels; the pod watch decides the pod-level one.
+            self.intake.forget(admission.group.key)
+            log.info(
+                "%s is %s now, not %s; no decision here",
+                _key(pod),
+                decision.evidence.symptom.value,
+                key.cause.value,
+            )
             return None
         verdict = decision.verdict
         phase, message = initial_phase(verdict)

@@ -735,6 +735,30 @@ def _terminated(
     return {"terminated": t}
 
 
+def fail_pod(api: ApiClient, namespace: str, name: str, *, exit_code: int = 1, events: bool = True) -> JSON:
+    """A pod with restartPolicy Never whose containers exited non-zero: phase Failed, each container
+    terminated with `exit_code` (reason Error), Ready=False/PodFailed, no restart (a Job's pod)."""
+    pod = get_pod(api, namespace, name)
+    statuses = {
+        c["name"]: _container_status(
+            pod, c, state=_terminated(pod, c, 0, exit_code, "Error"), ready=False, started=False, restarts=0
+        )
+        for c in _containers(pod)
+    }
+    pod = _kubelet_status(api, pod, statuses, phase="Failed", running_sandbox=False)
+    if events:
+        for c in _containers(pod):
+            post_event(
+                api,
+                pod,
+                reason="Started",
+                host=pod["spec"]["nodeName"],
+                field_path=f"spec.containers{{{c['name']}}}",
+                message=f"Started container {c['name']}",
+            )
+    return pod
+
+
 def crash_loop(
     api: ApiClient,
     namespace: str,

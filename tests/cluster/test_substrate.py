@@ -300,6 +300,11 @@ def test_rbac_allows_what_the_agent_needs(
         == 200
     )
     assert _status_of(lambda: core.delete_namespaced_pod("absent", namespace, _preload_content=False)) == 404
+    # Workload-level symptoms: Deployments and Jobs are listed and watched in every namespace.
+    apps, batch = client.AppsV1Api(agent_api), client.BatchV1Api(agent_api)
+    for lister in (apps.list_deployment_for_all_namespaces, batch.list_job_for_all_namespaces):
+        for watch in (False, True):
+            assert _status_of(lambda: lister(watch=watch, timeout_seconds=1, _preload_content=False)) == 200  # noqa: B023
 
 
 OPERATOR = """

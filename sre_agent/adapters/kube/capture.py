@@ -1,6 +1,7 @@
 """Capture and export: live pods and recorded AgentDecisions become replayable incident files.
 
-* `capture_incident` gathers one live pod with the same `Gatherer` the operator uses,
+* `capture_incident` gathers one live pod (or a workload: `job/NAME`, `deployment/NAME`) with
+  the same `Gatherer` the operator uses,
   detects its symptom, and returns an incident document (docs/incident-format.md) that
   went through the same redaction as the live path.
 * `redacted_incident` builds that document from an IncidentContext; the operator stores it
@@ -42,7 +43,7 @@ from sre_agent.adapters.kube.gatherer import Gatherer, strip_managed_fields
 from sre_agent.adapters.recorded import IncidentFileError, dump_incident, parse_incident
 from sre_agent.core.reasoning import Clock
 from sre_agent.core.redaction import LAST_APPLIED, Redactor
-from sre_agent.core.symptoms import detect
+from sre_agent.core.symptoms import detect_incident
 from sre_agent.domain import JSON, IncidentContext
 
 log = logging.getLogger("sre_agent.capture")
@@ -100,6 +101,8 @@ def _bounded(document: dict[str, Any], limit: int) -> dict[str, Any]:
         events = events[len(events) // 4 or 1 :]  # keep the newest
         document["events"] = events
     for key in ("related", "node_metrics", "pod_metrics", "node", "owner"):
+        if key == "owner" and "pod" not in document:
+            break  # a workload incident without a pod is its owner
         if _size(document) <= limit:
             break
         document.pop(key, None)
@@ -120,7 +123,8 @@ def redacted_incident(
         document["description"] = description
     if ctx.captured_at is not None:
         document["captured_at"] = rfc3339(ctx.captured_at)
-    document["pod"] = strip_managed_fields(ctx.pod)
+    if ctx.pod:  # a workload incident may have no pod
+        document["pod"] = strip_managed_fields(ctx.pod)
     document["events"] = [strip_managed_fields(e) for e in ctx.events]
     logs = {c: {s: t for s, t in streams.items() if isinstance(t, str)} for c, streams in ctx.logs.items()}
     if logs:
@@ -163,20 +167,44 @@ def redact_document(document: Mapping[str, Any], redactor: Redactor | None = Non
     return redacted
 
 
+# `sre-agent capture` names a workload as kubectl does: job/NAME, deployment/NAME.
+_WORKLOADS: dict[str, tuple[str, str]] = {
+    **dict.fromkeys(("job", "jobs", "job.batch"), ("batch/v1", "Job")),
+    **dict.fromkeys(("deployment", "deployments", "deploy", "deployment.apps"), ("apps/v1", "Deployment")),
+}
+
+
 async def capture_incident(kube: KubeClient, namespace: str, pod: str, clock: Clock) -> dict[str, Any]:
-    """Gather one live pod and return its redacted incident document, `expected.symptom` detected."""
-    obj = await kube.get_pod(namespace, pod)
-    if obj is None:
-        raise CaptureError(f"pod {namespace}/{pod} not found")
-    obj.setdefault("apiVersion", "v1")
-    obj.setdefault("kind", "Pod")
-    ctx = await Gatherer(kube, clock).gather(obj)
-    symptom = detect(ctx.pod, ctx.events, ctx.node, clock.now())
+    """Gather one live pod (`NAME` or `pod/NAME`), or one workload (`job/NAME`, `deployment/NAME`:
+    a workload incident, `Gatherer.gather_workload`), and return its redacted incident document,
+    `expected.symptom` detected."""
+    kind, _, name = pod.rpartition("/")
+    gatherer = Gatherer(kube, clock)
+    if kind.lower() in _WORKLOADS:
+        api_version, kind_name = _WORKLOADS[kind.lower()]
+        what = f"{kind_name.lower()} {namespace}/{name}"
+        obj = await kube.get_workload(api_version, kind_name, namespace, name)
+        if obj is None:
+            raise CaptureError(f"{what} not found")
+        obj.setdefault("apiVersion", api_version)
+        obj.setdefault("kind", kind_name)
+        ctx = await gatherer.gather_workload(obj)
+    elif kind.lower() in ("", "pod", "pods", "po"):
+        what = f"pod {namespace}/{name}"
+        obj = await kube.get_pod(namespace, name)
+        if obj is None:
+            raise CaptureError(f"{what} not found")
+        obj.setdefault("apiVersion", "v1")
+        obj.setdefault("kind", "Pod")
+        ctx = await gatherer.gather(obj)
+    else:
+        raise CaptureError(f"cannot capture {kind!r}: name a pod (NAME), job/NAME or deployment/NAME")
+    symptom = detect_incident(ctx.pod, ctx.events, ctx.node, ctx.owner, clock.now())
     return redacted_incident(
         ctx,
-        incident_id_for(namespace, pod),
+        incident_id_for(namespace, name),
         {"symptom": symptom.value},
-        description=f"captured from pod {namespace}/{pod}; expected.symptom detected, category and actions unlabelled",
+        description=f"captured from {what}; expected.symptom detected, category and actions unlabelled",
     )
 
 

@@ -7,6 +7,8 @@ metrics from metrics.k8s.io when that API is served, and the owner chain
 Pod -> ReplicaSet -> Deployment (or StatefulSet, DaemonSet, Job), returning the top
 controller with the ReplicaSet's rollout revision noted on it. Every API failure is
 logged in one line and the context goes on with what it has: gathering never fails.
+`gather_workload` builds the context of a failing Deployment or Job the same way, around a
+representative pod when there is one.
 
 The live counterpart of `adapters.recorded` (incident files). Called by the operator's
 pod intake before `Pipeline.decide`, by the decision handlers to re-check a pod before
@@ -114,6 +116,79 @@ class Gatherer:
             captured_at=self.clock.now(),
             incident_id=f"{namespace}-{name}",
         )
+
+    async def gather_workload(self, workload: JSON) -> IncidentContext:
+        """The context of a failing workload (a Deployment past its progress deadline, a failed Job):
+        the workload as owner; its Events and those of the Deployment's newest ReplicaSet (a
+        ResourceQuota's FailedCreate); the ReplicaSets (rollout history); and a representative pod,
+        gathered like any pod (status, Events, logs, node, dependencies): the newest failed pod of
+        the Job, the least ready pod of the newest ReplicaSet. No pod: `pod` is `{}`."""
+        meta = workload.get("metadata") or {}
+        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+        kind = str(workload.get("kind") or "")
+        owner = _as_kind(strip_managed_fields(workload), str(workload.get("apiVersion") or ""), kind)
+        history = await self.rollout_history(workload, owner) if kind == "Deployment" else []
+        newest = history[0] if history else None
+        representative = await self._representative(workload, newest)
+        sources = [workload] + ([newest] if newest is not None else [])
+        own_events = [e for found in await asyncio.gather(*(self.events(o) for o in sources)) for e in found]
+        events: list[JSON] = list(own_events)
+        logs: dict[str, dict[str, str]] = {}
+        node_obj: JSON | None = None
+        deps: list[JSON] = []
+        if representative is not None:
+            node_name = str((representative.get("spec") or {}).get("nodeName") or "")
+            pod_events, logs, node_obj = await asyncio.gather(
+                self.events(representative),
+                self.logs(representative),
+                self._node(representative, node_name, None),
+            )
+            events.extend(pod_events)
+            deps = await self.dependencies(representative, events, logs)
+        events.sort(key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+        return IncidentContext(
+            pod=strip_managed_fields(representative) if representative is not None else {},
+            events=tuple(events[-self.limits.max_events :]),
+            logs=logs,
+            owner=owner,
+            node=node_obj,
+            related=(*history, *deps),
+            captured_at=self.clock.now(),
+            incident_id=f"{namespace}-{name}",
+        )
+
+    async def _representative(self, workload: JSON, newest: JSON | None) -> JSON | None:
+        """The pod that shows the workload's failure best, or None (e.g. a quota let none be created)."""
+        meta = workload.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "")
+        if workload.get("kind") == "Job":
+            match = ((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+            if not isinstance(match, dict) or not match:
+                match = {"batch.kubernetes.io/controller-uid": str(meta.get("uid") or "")}
+            selector = ",".join(f"{k}={v}" for k, v in sorted(match.items()))
+            rank = _failed_last
+        elif newest is not None:
+            template_hash = str(
+                ((newest.get("metadata") or {}).get("labels") or {}).get(rollout.TEMPLATE_HASH) or ""
+            )
+            match = ((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+            if not template_hash or not isinstance(match, dict):
+                return None
+            labels = {**match, rollout.TEMPLATE_HASH: template_hash}
+            selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+            rank = _unready_last
+        else:
+            return None
+
+        async def call() -> list[JSON]:
+            return await self.kube.list_objects("v1", "pods", namespace, label_selector=selector, limit=50)
+
+        none: list[JSON] = []
+        pods = await self._safe("pods", workload, call, none)
+        if not pods:
+            return None
+        chosen = max(pods, key=rank)
+        return _as_kind(chosen, "v1", "Pod")
 
     async def events(self, pod: JSON) -> list[JSON]:
         meta = pod.get("metadata") or {}
@@ -378,6 +453,24 @@ MAX_DEPENDENCY_NAMESPACES = 3
 MAX_DEPENDENCY_WORKLOADS = 3
 MAX_CLAIMS = 4
 MAX_CLAIM_EVENTS = 10
+
+
+def _created(pod: JSON) -> str:
+    return str((pod.get("metadata") or {}).get("creationTimestamp") or "")
+
+
+def _failed_last(pod: JSON) -> tuple[bool, str]:
+    """A Job's pods ranked so that the newest failed one comes last."""
+    return (pod.get("status") or {}).get("phase") == "Failed", _created(pod)
+
+
+def _unready_last(pod: JSON) -> tuple[bool, str]:
+    """A ReplicaSet's pods ranked so that the newest pod that is not Ready comes last."""
+    ready = any(
+        isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
+    return not ready, _created(pod)
 
 
 def _revision(rs: JSON) -> int:

@@ -1,0 +1,110 @@
+"""End to end, past the pod: a failed Job and a stalled rollout each get one AgentDecision about the workload.
+
+The real operator process (rules only) against the real API server and the real
+kube-controller-manager: the Job controller writes the Job's Failed condition when kubesim fails
+its pod (restartPolicy Never, exit 3: no pod symptom at all), and the Deployment controller
+writes ProgressDeadlineExceeded when a ResourceQuota lets the ReplicaSet create no pod.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from sre_agent.adapters.kube.decisions import incident_of
+from tests.cluster import kubesim
+from tests.cluster.conftest import Cluster
+from tests.cluster.operator_harness import decisions
+from tests.cluster.test_operator import operator_factory, sa_kubeconfig  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.cluster
+
+WAIT = 120
+
+
+def one_decision(api: client.ApiClient, namespace: str) -> dict[str, Any]:
+    def found() -> dict[str, Any] | None:
+        items = decisions(api, namespace)
+        return items[0] if items and (items[0].get("status") or {}).get("phase") else None
+
+    result: dict[str, Any] = kubesim.wait_for(found, timeout=WAIT, what=f"an AgentDecision in {namespace}")
+    return result
+
+
+def job(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"annotations": {kubesim.Autopilot.MANUAL: "true"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "report", "image": "registry.example.com/shop/report:2.0"}],
+                },
+            },
+        },
+    }
+
+
+def test_a_failed_job_gets_one_decision_about_the_job(
+    cluster: Cluster, namespace: str, node: str, operator_factory: Any  # noqa: F811
+) -> None:
+    api = cluster.api_client
+    operator = operator_factory()
+    created = client.BatchV1Api(api).create_namespaced_job(namespace, job("nightly-report"), _preload_content=False)
+    uid = kubesim._raw(created)["metadata"]["uid"]
+    pods = kubesim.wait_for(
+        lambda: kubesim.list_pods(api, namespace, "job-name=nightly-report") or None, timeout=WAIT, what="the Job's pod"
+    )
+    name = pods[0]["metadata"]["name"]
+    kubesim.bind_pod(api, namespace, name, node)
+    kubesim.fail_pod(api, namespace, name, exit_code=3)
+
+    obj = one_decision(api, namespace)
+    spec = obj["spec"]
+    assert spec["symptom"] == "JobFailed"
+    assert spec["target"] == {"kind": "Job", "namespace": namespace, "name": "nightly-report", "uid": uid}
+    assert spec["category"] == "app_error" and spec["action"] == "create_alert"
+    assert "BackoffLimitExceeded" in spec["reasoning"]
+    assert obj["status"]["phase"] == "PendingApproval"
+    incident = incident_of(obj) or {}
+    assert incident["owner"]["kind"] == "Job" and incident["pod"]["metadata"]["name"] == name
+    # The pod itself (Failed, restartPolicy Never) never became a decision of its own; later Job
+    # updates join the one decision.
+    kubesim.wait_for(lambda: "deciding about Job" in operator.log() or None, timeout=WAIT, what="the log line")
+    assert len(decisions(api, namespace)) == 1
+
+
+def test_a_rollout_stalled_by_a_quota_gets_one_decision_about_the_deployment(
+    cluster: Cluster, namespace: str, operator_factory: Any, tmp_path: Path  # noqa: F811
+) -> None:
+    api = cluster.api_client
+    core = client.CoreV1Api(api)
+    quota = {"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}
+    core.create_namespaced_resource_quota(namespace, quota, _preload_content=False)
+    kubesim.wait_for(
+        lambda: (kubesim._raw(core.read_namespaced_resource_quota("no-pods", namespace, _preload_content=False))
+                 .get("status") or {}).get("hard") or None,
+        timeout=WAIT, what="the quota controller to count the namespace",
+    )  # fmt: skip
+    operator_factory()
+    body = kubesim.deployment("web", 1, "registry.example.com/shop/web:1.4.2")
+    body["spec"]["progressDeadlineSeconds"] = 5
+    created = client.AppsV1Api(api).create_namespaced_deployment(namespace, body, _preload_content=False)
+    uid = kubesim._raw(created)["metadata"]["uid"]
+
+    obj = one_decision(api, namespace)
+    spec = obj["spec"]
+    assert spec["symptom"] == "ProgressDeadlineExceeded"
+    assert spec["target"] == {"kind": "Deployment", "namespace": namespace, "name": "web", "uid": uid}
+    assert spec["category"] == "insufficient_capacity" and spec["action"] == "create_alert"
+    assert "exceeded quota" in spec["reasoning"]
+    incident = incident_of(obj) or {}
+    assert "pod" not in incident and incident["owner"]["kind"] == "Deployment"
+    assert len(decisions(api, namespace)) == 1
