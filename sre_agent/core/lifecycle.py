@@ -10,7 +10,8 @@
   family: CrashLoopBackOff, HighRestarts and OOMKilled of a workload are one cause (the same
   containers dying), every other symptom is its own. `DecisionMemory` keeps at most one open
   decision per (workload, cause): a later symptom of the same family joins it instead of opening
-  a second; once closed (Rejected, Expired, Blocked, Executed, Failed) it suppresses a new one for
+  a second; and one open decision per workload across the two levels (a stalled rollout or failed
+  Job, `WORKLOAD_CAUSES`, and the pod-level causes of its pods); once closed (Rejected, Expired, Blocked, Executed, Failed) it suppresses a new one for
   as long as the policy's `suppression` says. The operator rebuilds the memory from the
   AgentDecisions (labels `LABEL_WORKLOAD` and `LABEL_CAUSE`) at start and whenever its replica
   becomes the active peer, and feeds it every decision event; so it survives restarts and
