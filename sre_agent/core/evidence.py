@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sre_agent.core import dependencies, rollout
-from sre_agent.core.literals import fold, gate
+from sre_agent.core.literals import fold, gate, matching
 from sre_agent.core.owners import controller_ref
 from sre_agent.core.redaction import Redactor
 from sre_agent.core.symptoms import WORKLOAD_SYMPTOMS, node_is_not_ready
 from sre_agent.domain import (
     ALERT_EVENT_REASON,
     JSON,
+    PENDING_EVENT_REASON,
     Category,
     Evidence,
     IncidentContext,
@@ -415,13 +416,20 @@ CONFIG_ECHO = re.compile(
 )
 
 
+# Where a CONFIG_ECHO match can start: a '-' not inside a word (then a letter or a second '-'),
+# or an '='. Most lines have neither, and this search is far cheaper than CONFIG_ECHO's.
+_ECHO_START = re.compile(r"-(?<![\w-]-)-?[A-Za-z]|=")
+
+
 def scan_text(line: str) -> str:
     """The part of a log line that can report an event: the line without flags and option echoes."""
-    return CONFIG_ECHO.sub(" ", line)
+    return CONFIG_ECHO.sub(" ", line) if _ECHO_START.search(line) else line
 
 
-# The log patterns with their literal gates: a line that holds none of a pattern's words skips the search.
-_GATED_LOG_PATTERNS = tuple((kind, rx, gate(rx)) for kind, rx in LOG_PATTERNS)
+# The log patterns, searched through their literal gates (core/literals.matching): a line is
+# searched only for the alternatives whose words it holds.
+_LOG_KINDS = tuple(kind for kind, _ in LOG_PATTERNS)
+_LOG_MATCHING = matching([rx for _, rx in LOG_PATTERNS])
 _PORT_GATE, _STARTUP_GATE = gate(LISTEN_PORT), gate(STARTUP_TIME)
 
 
@@ -432,9 +440,7 @@ def _scan_lines(c: _Collector, lines: Iterable[str], source: str, budget: int) -
     for i, line in enumerate(lines):
         text = scan_text(line) if "-" in line or "=" in line or ":" in line else line
         folded = fold(text)
-        hits = [
-            kind for kind, rx, can in _GATED_LOG_PATTERNS if (can is None or can(folded)) and rx.search(text)
-        ]
+        hits = [_LOG_KINDS[k] for k in _LOG_MATCHING(text, folded)]
         for kind in hits:
             c.signal(kind, line.strip(), source)
         if hits and taken < budget:
@@ -530,8 +536,8 @@ def _probe_facts(c: _Collector, name: str, container: JSON, facts: dict[str, Any
 def _event_signals(c: _Collector, events: Iterable[JSON]) -> None:
     for event in sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or "")):
         reason = str(event.get("reason") or "")
-        if reason == ALERT_EVENT_REASON:
-            continue  # the agent's own alert about this pod: not evidence of anything
+        if reason in (ALERT_EVENT_REASON, PENDING_EVENT_REASON):
+            continue  # the agent's own alert or approval request about this target: not evidence
         message = str(event.get("message") or event.get("note") or "")
         count = event.get("count") or (event.get("series") or {}).get("count") or 1
         if event.get("type") == "Warning" or reason in ("Killing", "Evicted", "NodeNotReady", "Preempting"):
@@ -596,13 +602,13 @@ def _event_signals(c: _Collector, events: Iterable[JSON]) -> None:
         # Application-ish text inside warning events (e.g. init container messages).
         skip = ("FailedScheduling", "Unhealthy", "FailedMount", "FailedAttachVolume", "Failed")
         if event.get("type") == "Warning" and reason not in skip:
-            folded = fold(message)
-            for kind, rx, can in _GATED_LOG_PATTERNS:
-                if kind in _CONFIG_OR_CONNECTION and (can is None or can(folded)) and rx.search(message):
-                    c.signal(kind, message, "event")
+            for k in _EVENT_MATCHING(message, fold(message)):
+                c.signal(_EVENT_KINDS[k], message, "event")
 
 
 _CONFIG_OR_CONNECTION = frozenset({"connection_error", "missing_config", "invalid_config"})
+_EVENT_KINDS = tuple(kind for kind, _ in LOG_PATTERNS if kind in _CONFIG_OR_CONNECTION)
+_EVENT_MATCHING = matching([rx for kind, rx in LOG_PATTERNS if kind in _CONFIG_OR_CONNECTION])
 
 
 def _node_event(c: _Collector, reason: str, message: str, node: str) -> None:

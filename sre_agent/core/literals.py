@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import ahocorasick
 
 # re's own parser (typeshed has no stub for re._parser; sre_parse warns on import since 3.11).
 _parser: Any = importlib.import_module("re._parser")
@@ -58,6 +60,8 @@ def _required(items: Any) -> frozenset[str] | None:
         if op is c.LITERAL and av < 128:
             run.append(chr(av).lower())
             continue
+        if op is c.BRANCH and run:  # `-(?:u|-user)`: the text holds "-u" or "--user", not just "-"
+            options.append(frozenset("".join(run) + _lead(b) for b in av[1]))
         close()
         found: frozenset[str] | None = None
         if op is c.SUBPATTERN:
@@ -76,6 +80,16 @@ def _required(items: Any) -> frozenset[str] | None:
             options.append(found)
     close()
     return _best([o for o in options if all(o)])
+
+
+def _lead(items: Any) -> str:
+    """The literal text every match of this parsed sequence starts with (may be empty)."""
+    out = []
+    for op, av in items:
+        if op is not _constants.LITERAL or av >= 128:
+            break
+        out.append(chr(av).lower())
+    return "".join(out)
 
 
 def requirement(pattern: re.Pattern[str]) -> tuple[frozenset[str] | None, int]:
@@ -98,5 +112,128 @@ def gate(pattern: re.Pattern[str]) -> Gate | None:
         if low <= 1:
             return None
         return lambda text: len(text) >= low
-    needles = tuple(sorted(words, key=len, reverse=True))
+    # A word that contains another is found whenever that one is: only the shortest are checked.
+    needles = tuple(sorted(w for w in words if not any(v != w and v in w for v in words)))
     return lambda text: any(map(text.__contains__, needles))
+
+
+def _minimal(words: frozenset[str]) -> tuple[str, ...]:
+    """The words that contain no other word of the set: one of them is in any text holding any word."""
+    return tuple(sorted(w for w in words if not any(v != w and v in w for v in words)))
+
+
+def branches(pattern: re.Pattern[str]) -> tuple[re.Pattern[str], ...]:
+    """The top-level alternatives of `pattern` (`a|b|c`), each compiled alone with its flags.
+
+    A text has a match of the pattern exactly when it has a match of one of them (no alternative
+    refers to another's groups: patterns with back-references or verbose syntax are not split).
+    `(pattern,)` when there is nothing to split.
+    """
+    source = pattern.pattern
+    if not isinstance(source, str) or pattern.flags & re.VERBOSE or _BACKREF.search(source):
+        return (pattern,)
+    parts, start, depth, i, in_class = [], 0, 0, 0, False
+    while i < len(source):
+        ch = source[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+            i += 1 + (source[i + 1 : i + 2] == "^")
+            i += source[i : i + 1] == "]"  # a ']' right after '[' or '[^' is a literal
+            continue
+        elif ch == "(":
+            if source.startswith("(?#", i):  # a comment may hold anything
+                return (pattern,)
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            parts.append(source[start:i])
+            start = i + 1
+        i += 1
+    parts.append(source[start:])
+    if len(parts) < 2:
+        return (pattern,)
+    try:
+        compiled = tuple(re.compile(part, pattern.flags) for part in parts)
+    except re.error:
+        return (pattern,)
+    if sum(p.groups for p in compiled) != pattern.groups:
+        return (pattern,)
+    return compiled
+
+
+_BACKREF = re.compile(r"\\[1-9]|\(\?P=|\(\?\(")
+
+
+def _finder(table: dict[str, frozenset[int]]) -> Callable[[str], set[int]]:
+    """For `fold(text)`: the union of the values of the words the text holds, in one pass."""
+    if not table:
+        return lambda folded: set()
+    automaton = ahocorasick.Automaton()
+    for word, values in table.items():
+        automaton.add_word(word, values)
+    automaton.make_automaton()
+    scan = automaton.iter
+    return lambda folded: set().union(*[values for _, values in scan(folded)])
+
+
+def may_match(patterns: Sequence[re.Pattern[str]]) -> Callable[[str], list[int]]:
+    """For `fold(text)`: the indices, in order, of the patterns that can match the text.
+
+    The answer of each pattern's `gate`, for all of them at once: one pass over the text finds
+    every word any of them needs (an Aho-Corasick automaton), not one `in` per word and pattern.
+    """
+    table: dict[str, set[int]] = {}
+    lengths: list[tuple[int, int]] = []
+    for index, pattern in enumerate(patterns):
+        words, low = requirement(pattern)
+        if words is None:
+            lengths.append((index, low))
+            continue
+        for word in words:
+            table.setdefault(word, set()).add(index)
+    found = _finder({word: frozenset(these) for word, these in table.items()})
+
+    def indices(folded: str) -> list[int]:
+        return sorted(found(folded).union(index for index, low in lengths if len(folded) >= low))
+
+    return indices
+
+
+def matching(patterns: Sequence[re.Pattern[str]]) -> Callable[[str, str], list[int]]:
+    """For `(text, fold(text))`: the indices, in order, of the patterns with a match in the text.
+
+    The same as `[i for i, p in enumerate(patterns) if p.search(text)]`. A pattern of forty
+    alternatives costs forty tries at every position of the text; here each alternative
+    (`branches`) is searched only when the text holds one of the words it needs, and most
+    lines hold the words of none.
+    """
+    alternatives: list[tuple[int, re.Pattern[str]]] = []
+    table: dict[str, set[int]] = {}
+    lengths: list[tuple[int, int]] = []
+    for index, pattern in enumerate(patterns):
+        for alternative in branches(pattern):
+            number = len(alternatives)
+            alternatives.append((index, alternative))
+            words, low = requirement(alternative)
+            if words is None:
+                lengths.append((number, low))
+                continue
+            for word in words:
+                table.setdefault(word, set()).add(number)
+    found = _finder({word: frozenset(these) for word, these in table.items()})
+
+    def indices(text: str, folded: str) -> list[int]:
+        hits: list[int] = []
+        for number in sorted(found(folded).union(n for n, low in lengths if len(folded) >= low)):
+            index, alternative = alternatives[number]
+            if (not hits or hits[-1] != index) and alternative.search(text):
+                hits.append(index)
+        return hits
+
+    return indices

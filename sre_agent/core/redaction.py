@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sre_agent.core.literals import Gate, fold, gate
+from sre_agent.core.literals import fold, may_match
 from sre_agent.domain import JSON, IncidentContext
 
 MASK = "[REDACTED]"
@@ -118,6 +118,11 @@ _NOT_A_VALUE = (
 _PASSWORD_COMMAND = r"(?:mysql\w*|mariadb[\w-]*|sshpass)"
 _Replacement = str | Callable[[re.Match[str]], str]
 
+_KEY_VALUE = re.compile(
+    r"(?i)(?<![\w.-])((?=[\w.-]*?(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|access[_-]?key|"
+    r"client[_-]?secret|credentials?))[\w.-]++)(['\"]?\s*(?:=\s*['\"]?|:\s+['\"]?|:['\"]))"
+    rf"(?!{_NOT_A_VALUE}\b)([^\s\"',;&}}]{{3,}})"
+)
 _PATTERNS: tuple[tuple[re.Pattern[str], _Replacement], ...] = (
     (
         re.compile(r"-----BEGIN ([A-Z0-9 ]*)PRIVATE KEY-----.*?(-----END \1PRIVATE KEY-----|\Z)", re.DOTALL),
@@ -181,23 +186,24 @@ _PATTERNS: tuple[tuple[re.Pattern[str], _Replacement], ...] = (
     # user:password@host in any URL-ish string
     (re.compile(r"((?<![a-zA-Z0-9+.-])[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*):([^\s@/]+)@"), rf"\1:{MASK}@"),
     # password=..., "api_key": "...", secret: ... (but not an image tag: token-service:4.2.0)
-    (
-        re.compile(
-            r"(?i)(?<![\w.-])((?=[\w.-]*?(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|access[_-]?key|"
-            r"client[_-]?secret|credentials?))[\w.-]++)(['\"]?\s*(?:=\s*['\"]?|:\s+['\"]?|:['\"]))"
-            rf"(?!{_NOT_A_VALUE}\b)([^\s\"',;&}}]{{3,}})"
-        ),
-        rf"\1\2{MASK}",
-    ),
+    (_KEY_VALUE, rf"\1\2{MASK}"),
     (_BLOB, _sub_blob),
 )
+# Cheap searches that find something wherever these patterns match (and so may skip them): a
+# secret word, the rest of its name, then '=' or ':'; 32 characters that could make a blob.
+# _KEY_VALUE's look-ahead runs at the start of every word of a text, these do not.
+_NEEDS = {
+    _KEY_VALUE: re.compile(
+        r"(?i)(?:pass|pwd|secret|token|api[_-]?key|access[_-]?key|credential)[\w.-]*['\"]?\s*[=:]"
+    ),
+    _BLOB: re.compile(r"[A-Za-z0-9+/_-]{32}"),
+}
+_NEEDED = tuple(_NEEDS.get(pattern) for pattern, _ in _PATTERNS)
 
 
-# Each pattern with its literal gate (core/literals.py): a text holding none of the words a
+# The literal gates of all the patterns (core/literals.py): a text holding none of the words a
 # pattern needs skips it, which leaves most texts with a handful of the patterns to run.
-_GATED: tuple[tuple[re.Pattern[str], _Replacement, Gate | None], ...] = tuple(
-    (pattern, replacement, gate(pattern)) for pattern, replacement in _PATTERNS
-)
+_MAY_MATCH = may_match([pattern for pattern, _ in _PATTERNS])
 
 
 def redact_text(text: str, known: Iterable[str] = ()) -> str:
@@ -213,12 +219,17 @@ def _redact(text: str, known: tuple[str, ...]) -> str:
     for value in known:
         if value in text:
             text = text.replace(value, MASK)
-    folded = fold(text)
-    for pattern, replacement, can in _GATED:
-        if can is None or can(folded):
-            redacted = pattern.sub(replacement, text)
-            if redacted != text:
-                text, folded = redacted, fold(redacted)
+    candidates = _MAY_MATCH(fold(text))
+    while candidates:
+        index = candidates.pop(0)
+        needed = _NEEDED[index]
+        if needed is not None and not needed.search(text):
+            continue
+        pattern, replacement = _PATTERNS[index]
+        redacted = pattern.sub(replacement, text)
+        if redacted != text:  # the gates of the patterns still to run look at the new text
+            text = redacted
+            candidates = [i for i in _MAY_MATCH(fold(text)) if i > index]
     return text
 
 
