@@ -21,7 +21,6 @@ from sre_agent.core.symptoms import WORKLOAD_SYMPTOMS, node_is_not_ready
 from sre_agent.domain import (
     ALERT_EVENT_REASON,
     JSON,
-    PENDING_EVENT_REASON,
     Category,
     Evidence,
     IncidentContext,
@@ -536,8 +535,8 @@ def _probe_facts(c: _Collector, name: str, container: JSON, facts: dict[str, Any
 def _event_signals(c: _Collector, events: Iterable[JSON]) -> None:
     for event in sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or "")):
         reason = str(event.get("reason") or "")
-        if reason in (ALERT_EVENT_REASON, PENDING_EVENT_REASON):
-            continue  # the agent's own alert or approval request about this target: not evidence
+        if reason == ALERT_EVENT_REASON:
+            continue  # the agent's own alert about this pod: not evidence of anything
         message = str(event.get("message") or event.get("note") or "")
         count = event.get("count") or (event.get("series") or {}).get("count") or 1
         if event.get("type") == "Warning" or reason in ("Killing", "Evicted", "NodeNotReady", "Preempting"):
