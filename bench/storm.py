@@ -106,6 +106,14 @@ def summary(values: Iterable[float]) -> dict[str, Any]:
     }
 
 
+def spread(counts: list[int]) -> dict[Any, Any]:
+    """How many Deployments had each count ({1: 50}), or, when the counts vary a lot, min/p50/max."""
+    histogram = Counter(counts)
+    if len(histogram) <= 5:
+        return dict(sorted(histogram.items()))
+    return {"min": min(counts), "p50": percentile(counts, 50), "max": max(counts)}
+
+
 def deployments_named(text: str) -> set[str]:
     """The storm's Deployment names in a text (a prompt, a workload annotation, a pod name)."""
     return set(_DEPLOYMENT_NAME.findall(text))
@@ -577,7 +585,7 @@ def run_storm(which: str, kc: KwokCluster, args: argparse.Namespace, workdir: Pa
     result: dict[str, Any] = {
         "seconds": round(elapsed),
         "llm_calls": calls,
-        "llm_calls_per_deployment": dict(sorted(Counter(per_deployment.get(n, 0) for n in names).items())),
+        "llm_calls_per_deployment": spread([per_deployment.get(n, 0) for n in names]),
         "llm_calls_unattributed": unattributed,
         "pods_seen": len(restarts),
         "pods_past_high_restarts": sum(1 for r in restarts.values() if r >= HIGH_RESTARTS),

@@ -153,3 +153,9 @@ def test_checks_compare_with_the_deployments_the_llm_delay_and_the_baseline() ->
         "crash_to_decision_seconds": {"p50": 2.5},
     }
     assert not any(storm.checks({"operator": bad, "baseline": {"llm_calls": 100}}, args).values())
+
+
+def test_calls_per_deployment_are_a_histogram_or_a_spread() -> None:
+    assert storm.spread([1] * 50) == {1: 50}
+    assert storm.spread([1, 1, 2, 0]) == {0: 1, 1: 2, 2: 1}
+    assert storm.spread([400, 410, 420, 430, 440, 450, 600]) == {"min": 400, "p50": 430, "max": 600}
