@@ -72,6 +72,9 @@ BUILTIN_ACTIONS: tuple[str, ...] = (
 # The reason of the Warning Event create_alert posts on its target: the agent's own words, which
 # evidence never reads back as a symptom of the pod.
 ALERT_EVENT_REASON = "SREAgentAlert"
+# The reason of the Event announcing a decision that waits for approval, posted on its target: the
+# agent's own verdict, which evidence never reads back either.
+PENDING_EVENT_REASON = "DecisionPendingApproval"
 
 Source = Literal["rules", "llm", "cache"]
 Outcome = Literal["allowed", "needs_approval", "blocked"]

@@ -21,6 +21,7 @@ from sre_agent.core.symptoms import WORKLOAD_SYMPTOMS, node_is_not_ready
 from sre_agent.domain import (
     ALERT_EVENT_REASON,
     JSON,
+    PENDING_EVENT_REASON,
     Category,
     Evidence,
     IncidentContext,
@@ -308,6 +309,8 @@ PROBE_TIMEOUT = _rx(
     r"timed out",
     r"i/o timeout",
 )
+# An exec probe whose command checks a file that is not there (`cat /tmp/ready`, `test -f ...`).
+PROBE_MISSING_FILE = _rx(r"no such file or directory", r"can't open", r"cannot open")
 EVICTION_RESOURCE = re.compile(r"low on resource: ([\w./-]+)", re.IGNORECASE)
 LISTEN_PORT = re.compile(
     r"(listening|started|serving|bound|running)\b[^\n]{0,40}?(port|:)\s*:?(\d{2,5})\b", re.IGNORECASE
@@ -325,7 +328,14 @@ SUPPORTING_SIGNALS: dict[Category, frozenset[str]] = {
     Category.INSUFFICIENT_CAPACITY: frozenset({"insufficient_resources", "quota_exceeded"}),
     Category.SCHEDULING_CONSTRAINT: frozenset({"scheduling_constraint"}),
     Category.PROBE_MISCONFIGURED: frozenset(
-        {"probe_refused", "probe_http_error", "probe_port_mismatch", "probe_too_early", "probe_failed"}
+        {
+            "probe_refused",
+            "probe_http_error",
+            "probe_port_mismatch",
+            "probe_too_early",
+            "probe_failed",
+            "probe_missing_file",
+        }
     ),
     Category.OVERLOAD: frozenset({"overload", "cpu_saturated", "probe_timeout"}),
     Category.NODE_FAILURE: frozenset({"node_not_ready", "node_pressure", "evicted", "node_lost"}),
@@ -535,8 +545,8 @@ def _probe_facts(c: _Collector, name: str, container: JSON, facts: dict[str, Any
 def _event_signals(c: _Collector, events: Iterable[JSON]) -> None:
     for event in sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or "")):
         reason = str(event.get("reason") or "")
-        if reason == ALERT_EVENT_REASON:
-            continue  # the agent's own alert about this pod: not evidence of anything
+        if reason in (ALERT_EVENT_REASON, PENDING_EVENT_REASON):
+            continue  # the agent's own alert or approval request about this target: not evidence
         message = str(event.get("message") or event.get("note") or "")
         count = event.get("count") or (event.get("series") or {}).get("count") or 1
         if event.get("type") == "Warning" or reason in ("Killing", "Evicted", "NodeNotReady", "Preempting"):
@@ -646,6 +656,8 @@ def _probe_event(c: _Collector, message: str) -> None:
         c.signal("probe_timeout", message, "event")
     elif PROBE_REFUSED.search(message):
         c.signal("probe_refused", message, "event")
+    elif PROBE_MISSING_FILE.search(message):
+        c.signal("probe_missing_file", message, "event")
 
 
 def _node_signals(c: _Collector, node: JSON | None, pod: JSON, facts: dict[str, Any]) -> None:

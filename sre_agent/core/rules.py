@@ -167,7 +167,7 @@ def _probe_answers_unavailable(evidence: Evidence) -> bool:
 def _probe(evidence: Evidence) -> _Finding:
     loaded = evidence.has("cpu_saturated", "overload")
     misconfigured = evidence.has(
-        "probe_http_error", "probe_port_mismatch", "probe_too_early", "probe_refused"
+        "probe_http_error", "probe_port_mismatch", "probe_too_early", "probe_refused", "probe_missing_file"
     )
     if loaded and (evidence.has("probe_timeout") or not misconfigured):
         return _Finding(Category.OVERLOAD, 0.75, _first(evidence, "cpu_saturated", "overload"))
@@ -182,7 +182,14 @@ def _probe(evidence: Evidence) -> _Finding:
         return _Finding(
             Category.PROBE_MISCONFIGURED,
             0.75,
-            _first(evidence, "probe_port_mismatch", "probe_too_early", "probe_http_error", "probe_refused"),
+            _first(
+                evidence,
+                "probe_port_mismatch",
+                "probe_too_early",
+                "probe_http_error",
+                "probe_refused",
+                "probe_missing_file",
+            ),
         )
     if evidence.has("connection_error"):
         return _Finding(Category.DEPENDENCY_UNAVAILABLE, 0.6, _dependency_why(evidence))

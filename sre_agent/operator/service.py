@@ -90,13 +90,13 @@ from sre_agent.core.symptoms import (
     settled,
     workload_symptom,
 )
-from sre_agent.domain import JSON, Decision, IncidentContext, ObjectRef, Symptom
+from sre_agent.domain import JSON, PENDING_EVENT_REASON, Decision, IncidentContext, ObjectRef, Symptom
 from sre_agent.operator.metrics import Metrics
 
 log = logging.getLogger("sre_agent.operator")
 
 PRESSURE_CONDITIONS = ("MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable")
-PENDING_REASON = "DecisionPendingApproval"  # the Event reason announcing a decision to approve
+PENDING_REASON = PENDING_EVENT_REASON  # the Event reason announcing a decision to approve
 MAX_EVENT_MESSAGE = 1024
 MAX_RECHECKS = 10_000  # pods waiting for a timed re-check
 MAX_UNSETTLED = 50_000  # pods in the resync index (not Ready or waiting); beyond it the watch still sees them

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from sre_agent.adapters.recorded import IncidentFileError, parse_incident
+from sre_agent.core.evidence import extract
 from sre_agent.core.intake import Intake, OwnerKey, Verdict, owner_key, workload_key
 from sre_agent.core.lifecycle import (
     CAUSE_OF,
@@ -38,9 +39,12 @@ from sre_agent.core.policy import (
     evaluate,
     load_policy,
 )
+from sre_agent.core.redaction import Redactor
+from sre_agent.core.rules import RuleReasoner
 from sre_agent.core.symptoms import PRECEDENCE, WORKLOAD_PRECEDENCE, detect_incident, workload_symptom
 from sre_agent.domain import (
     CREATE_ALERT,
+    PENDING_EVENT_REASON,
     RESTART_POD,
     ROLLBACK_DEPLOYMENT,
     Category,
@@ -329,3 +333,25 @@ def test_every_symptom_is_named_alike_in_crd_schema_docs_and_prompt() -> None:
         assert symptom.value in system and symptom.value in spec["symptom"]["description"]
     assert set(CAUSE_OF) == set(Symptom) - {Symptom.HEALTHY}
     assert {CAUSE_OF[s] for s in WORKLOAD_PRECEDENCE} == WORKLOAD_CAUSES
+
+
+def test_the_agents_own_approval_request_is_never_read_back_as_evidence() -> None:
+    pending = {"type": "Warning", "reason": PENDING_EVENT_REASON, "count": 1,
+               "message": "AgentDecision shop/x-1 waits for approval: rollback_deployment on Deployment shop/checkout-api "
+                          "(ProgressDeadlineExceeded, app_error, confidence 0.95): connection refused, OOMKilled",
+               "involvedObject": {"kind": "Deployment", "namespace": "shop", "name": "checkout-api"}}  # fmt: skip
+    ctx = IncidentContext(pod={}, owner=stalled_deployment(), events=(pending,))
+    ev = extract(ctx, Symptom.PROGRESS_DEADLINE, Redactor.for_context(ctx))
+    assert not any("waits for approval" in x for x in ev.excerpts)
+    assert {s.kind for s in ev.signals} == {"rollout_stalled"}
+
+
+def test_an_exec_probe_checking_a_file_that_is_not_there_is_a_probe_question() -> None:
+    unready = pod(name="checkout-api-7d9f8b6c4-x2kqz", statuses=[running(ready=False)])
+    message = "Readiness probe failed: cat: can't open '/tmp/ready': No such file or directory"
+    unhealthy = {"type": "Warning", "reason": "Unhealthy", "count": 3, "message": message,
+                 "involvedObject": {"kind": "Pod", "name": "checkout-api-7d9f8b6c4-x2kqz", "namespace": "shop"}}  # fmt: skip
+    ctx = IncidentContext(pod=unready, owner=stalled_deployment(), events=(unhealthy,))
+    ev = extract(ctx, Symptom.PROGRESS_DEADLINE, Redactor.for_context(ctx))
+    assert ev.details("probe_missing_file") == [message]
+    assert RuleReasoner().diagnose_now(ev).category == Category.PROBE_MISCONFIGURED
