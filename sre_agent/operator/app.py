@@ -4,8 +4,10 @@
 (KubeClient, Gatherer, Pipeline with the LLM reasoner or rules, DecisionStore, Executor,
 Intake, Metrics), checks that the cluster is reachable and the CRDs are installed (a one-line
 error and exit code 2 otherwise), then runs `kopf.operator` with an explicit registry whose
-handlers are one call each into `AgentService` (passed through kopf's memo), plus two
-periodic loops (expiry/retention sweep and pod re-check) that pause with kopf's peering.
+handlers (nodes, AgentDecisions) are one call each into `AgentService` (passed through kopf's
+memo), plus the pod watcher (`operator.podwatch`: paginated list, then watch; kopf's per-object
+state would cost too much at 10,000 pods) and two periodic loops (expiry/retention sweep and pod
+re-check), all three paused with kopf's peering.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ from sre_agent.core.redaction import RedactingFilter
 from sre_agent.domain import JSON
 from sre_agent.operator.metrics import Metrics
 from sre_agent.operator.peering import PEERING_API, PeeringGate
+from sre_agent.operator.podwatch import EventHandler, PodWatcher, while_active
 from sre_agent.operator.service import AgentService, Tuning, every
 from sre_agent.settings import Settings
 
 log = logging.getLogger("sre_agent.operator")
 
 SERVICE = "service"  # the memo key
+PEERING_CHECK_SECONDS = 3  # how soon the pod watch follows a change of the active peer (one GET)
 
 
 class SystemClock:
@@ -120,13 +124,6 @@ def build_registry() -> kopf.OperatorRegistry:
             default_namespace=creds.default_namespace,
         )
 
-    @kopf.on.event("v1", "pods", registry=registry)
-    async def pod_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        if event["type"] == "DELETED":
-            service_of(memo).forget_pod(body(event))
-        else:
-            await service_of(memo).on_pod(body(event))
-
     @kopf.on.event("v1", "nodes", registry=registry)
     async def node_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         if event["type"] == "DELETED":
@@ -153,6 +150,18 @@ def build_registry() -> kopf.OperatorRegistry:
             await service_of(memo).on_workload(body(event))
 
     return registry
+
+
+def pod_handler(service: AgentService) -> EventHandler:
+    """What the pod watcher calls for each event: one call into the service."""
+
+    async def pod_event(kind: str, pod: JSON) -> None:
+        if kind == "DELETED":
+            service.forget_pod(pod)
+        else:
+            await service.on_pod(pod)
+
+    return pod_event
 
 
 def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
@@ -284,6 +293,12 @@ async def operate(settings: Settings, kube: KubeClient) -> int:
             every(settings.sweep_seconds, service.sweep, "expiry/retention sweep", gate.active)
         )
     ]
+    # Pods are watched by our own lean watcher (operator.podwatch), not by kopf, while this
+    # replica is the active peer; kopf keeps nodes and AgentDecisions (few objects).
+    pods = PodWatcher(kube, pod_handler(service), namespaces=settings.namespaces)
+    loops.append(
+        asyncio.create_task(while_active(gate.active_and_registered, pods.run, PEERING_CHECK_SECONDS))
+    )
     if settings.resync_seconds:
         loops.append(
             asyncio.create_task(every(settings.resync_seconds, service.resync, "pod re-check", gate.active))

@@ -65,6 +65,7 @@ class PeeringGate:
         self.on_activate = on_activate
         self.on_pause = on_pause  # e.g. zero the gauges only the active replica keeps right
         self.activations = 0  # how often this replica took over from another peer
+        self.registered = kube is None  # kopf has entered this replica in the peering object
 
     async def active(self) -> bool:
         if self.kube is None:
@@ -80,6 +81,7 @@ class PeeringGate:
             log.warning("Cannot read peering %s (%s): skipping this round", self.name, exc)
             return False
         now = datetime.now(UTC)
+        self.registered = all(obj and self.identity in (obj.get("status") or {}) for obj in objects)
         blockers = tuple(
             sorted(
                 {p for obj in objects if obj for p in others_outrank(obj, self.identity, self.priority, now)}
@@ -99,3 +101,8 @@ class PeeringGate:
                 if self.on_activate is not None:
                     await self.on_activate()
         return not blockers
+
+    async def active_and_registered(self) -> bool:
+        """Active, and kopf has registered this replica: by then it has seen the peers that started
+        before it (a replica starting beside a higher-priority one must not begin work in between)."""
+        return await self.active() and self.registered

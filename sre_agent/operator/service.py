@@ -21,8 +21,9 @@ delivers the events.
   still there and unhealthy) -> Approved -> Executing -> Executed/Failed, each step a
   resourceVersion-guarded status write, so a re-delivered event or a second replica can never
   execute twice; false -> Rejected.
-- `sweep`: pending decisions past `spec.expiresAt` -> Expired; decisions older than the
-  retention -> deleted; the decision memory and the pending gauges refreshed from the list.
+- `sweep`: pending decisions past `spec.expiresAt` -> Expired, decisions left Executing -> Failed
+  (both from the open decisions the decision watch keeps); decisions older than the retention ->
+  deleted (found by a metadata-only list, never the bodies); the pending gauges refreshed.
   `resync`: the pods that can still turn into an incident with time (not Ready, or a container
   waiting), from an index the pod watch keeps; one GET each, never a list of every pod.
 - `rebuild`: the action ledger and the decision memory from the AgentDecisions, at start and
@@ -49,6 +50,7 @@ from sre_agent.adapters.kube.decisions import (
     DecisionStore,
     RecordedDecision,
     rfc3339,
+    without_incident,
 )
 from sre_agent.adapters.kube.executor import ActionRefused, Executor
 from sre_agent.adapters.kube.gatherer import Gatherer
@@ -203,6 +205,9 @@ class AgentService:
         self._warned: set[str] = set()  # malformed decisions already reported
         self._in_flight: set[str] = set()  # decisions this process is executing right now
         self._executing_seen: set[str] = set()  # Executing (and not ours) at the previous sweep
+        # Decisions in an open phase (or none yet), without incidents, "ns/name" -> object: kept by
+        # the decision watch and the rebuilds, so the sweep never lists decision bodies.
+        self._open: dict[str, JSON] = {}
         # Pods the watch saw not Ready or waiting (uid -> namespace, name): what resync re-checks.
         # A pod leaves it when it is Ready again, deleted, or gone at the re-check.
         self._unsettled: dict[str, tuple[str, str]] = {}
@@ -226,6 +231,9 @@ class AgentService:
             return
         restored = self._rebuild_ledger(objects)
         remembered = self._rebuild_memory(objects)
+        self._open.clear()
+        for obj in objects:
+            self._track_open(obj)
         log.info(
             "Rebuilt at %s: action ledger from %d executed decision(s), decision memory from %d decision(s)",
             why,
@@ -653,6 +661,7 @@ class AgentService:
         meta = obj.get("metadata") or {}
         if meta.get("deletionTimestamp") or not self._watched(meta.get("namespace")):
             return
+        self._track_open(obj)
         found = remembered(obj)
         if found is not None:
             self.memory.observe(*found)
@@ -678,6 +687,7 @@ class AgentService:
 
     def forget_decision(self, obj: JSON) -> None:
         """An AgentDecision was deleted: it neither blocks nor suppresses a new one any more."""
+        self._open.pop(_key(obj), None)
         found = remembered(obj)
         if found is not None:
             self.memory.forget(found[0], found[1].name)
@@ -788,46 +798,71 @@ class AgentService:
 
     # ------------------------------------------------------------------ periodic work
     async def sweep(self) -> None:
-        """Expire pending decisions past spec.expiresAt; delete decisions older than the retention;
-        fail decisions left Executing; refresh the decision memory and the pending gauges."""
+        """Expire pending decisions past spec.expiresAt and fail decisions left Executing, from the
+        open decisions the decision watch keeps (`_open`); delete decisions older than the
+        retention, found by a metadata-only list (names and creation times: no spec, no incident),
+        each read once just before it goes; refresh the pending gauges."""
+        if self._ledger_stale:
+            await self.rebuild("a sweep after a failed rebuild")
         now = self.clock.now()
         retention = (
             timedelta(seconds=self.tuning.retention_seconds) if self.tuning.retention_seconds else None
         )
-        objects = await self._decision_objects()
-        if self._ledger_stale:
-            self._rebuild_ledger(objects)
-        self._rebuild_memory(objects)
         executing_now: set[str] = set()
-        for obj in objects:
-            try:
-                rec = RecordedDecision.from_object(obj)
-            except DecisionFormatError:
-                continue
-            step = sweep_step(
-                rec.phase,
-                created_at=rec.created_at,
-                expires_at=rec.expires_at,
-                now=now,
-                retention=retention,
-                ours_in_flight=rec.key in self._in_flight,
-                executing_last_sweep=rec.key in self._executing_seen,
-            )
-            if step == SweepStep.WATCH_EXECUTING:
-                executing_now.add(rec.key)
-            elif step == SweepStep.FAIL_INTERRUPTED:
-                executing_now.add(rec.key)
-                if await self._move(rec, Phase.FAILED, INTERRUPTED_MESSAGE, expect=Phase.EXECUTING):
-                    log.warning("AgentDecision %s was left Executing; marked Failed", rec.key)
-            elif step == SweepStep.DELETE:
-                await self.store.delete(rec.namespace, rec.name)
-                self.forget_decision(obj)
-                log.info("Deleted AgentDecision %s (older than the retention)", rec.key)
-            elif step == SweepStep.EXPIRE and await self._move(
-                rec, Phase.EXPIRED, f"nobody approved it before {rec.expires_at}"
-            ):
-                log.info("AgentDecision %s expired", rec.key)
+        for obj in list(self._open.values()):
+            await self._sweep_one(obj, now, retention, executing_now)
+        if retention is not None:
+            for ns in self.tuning.namespaces or (None,):
+                async for meta in self.store.list_metadata(ns):
+                    created = parse_time(meta.get("creationTimestamp"))
+                    key = f"{meta.get('namespace')}/{meta.get('name')}"
+                    if created is None or now - created <= retention or key in self._open:
+                        continue
+                    old = await self.store.get_object(str(meta.get("namespace")), str(meta.get("name")))
+                    if old is not None:
+                        await self._sweep_one(without_incident(old), now, retention, executing_now)
         self._executing_seen = executing_now
+        self._refresh_pending_gauge()
+
+    async def _sweep_one(
+        self, obj: JSON, now: datetime, retention: timedelta | None, executing_now: set[str]
+    ) -> None:
+        try:
+            rec = RecordedDecision.from_object(obj)
+        except DecisionFormatError:
+            return
+        step = sweep_step(
+            rec.phase,
+            created_at=rec.created_at,
+            expires_at=rec.expires_at,
+            now=now,
+            retention=retention,
+            ours_in_flight=rec.key in self._in_flight,
+            executing_last_sweep=rec.key in self._executing_seen,
+        )
+        if step == SweepStep.WATCH_EXECUTING:
+            executing_now.add(rec.key)
+        elif step == SweepStep.FAIL_INTERRUPTED:
+            executing_now.add(rec.key)
+            if await self._move(rec, Phase.FAILED, INTERRUPTED_MESSAGE, expect=Phase.EXECUTING):
+                log.warning("AgentDecision %s was left Executing; marked Failed", rec.key)
+        elif step == SweepStep.DELETE:
+            await self.store.delete(rec.namespace, rec.name)
+            self.forget_decision(obj)
+            log.info("Deleted AgentDecision %s (older than the retention)", rec.key)
+        elif step == SweepStep.EXPIRE and await self._move(
+            rec, Phase.EXPIRED, f"nobody approved it before {rec.expires_at}"
+        ):
+            log.info("AgentDecision %s expired", rec.key)
+
+    def _track_open(self, obj: JSON) -> None:
+        """Keep the decisions the sweep may act on (open phases, or no phase yet), without incidents."""
+        key = _key(obj)
+        phase = (obj.get("status") or {}).get("phase") if isinstance(obj.get("status"), dict) else None
+        if phase is None or phase in OPEN_PHASES:
+            self._open[key] = without_incident(obj)
+        else:
+            self._open.pop(key, None)
 
     async def _decision_objects(self) -> list[JSON]:
         """Every AgentDecision without its incident, paginated (the sweep and rebuild need no incident)."""

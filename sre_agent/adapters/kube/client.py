@@ -16,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Mapping
+import ssl
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
@@ -31,6 +33,12 @@ log = logging.getLogger("sre_agent.kube")
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 DEFAULT_TIMEOUT = 15.0
+# A list of PartialObjectMetadata: names, labels, timestamps; never spec or status.
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+WATCH_READ_GRACE = (
+    60  # seconds a watch may stay silent beyond its timeoutSeconds (bookmarks come each minute)
+)
+MAX_WATCH_LINE = 16 * 1024 * 1024  # one event; etcd refuses objects over 1.5 MiB
 
 
 class KubeError(Exception):
@@ -93,6 +101,7 @@ class KubeClient:
     def __init__(self, api_client: k8s.ApiClient, timeout: float = DEFAULT_TIMEOUT) -> None:
         self._api = api_client
         self.timeout = timeout
+        self._ssl_context: ssl.SSLContext | None = None
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -146,8 +155,9 @@ class KubeClient:
         content_type: str | None,
         timeout: float,
         raw: bool,
+        accept: str | None = None,
     ) -> Any:
-        headers = {"Accept": "application/json" if not raw else "*/*"}
+        headers = {"Accept": accept or ("application/json" if not raw else "*/*")}
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
         params = [(k, v) for k, v in (query or {}).items() if v is not None]
@@ -184,6 +194,7 @@ class KubeClient:
         body: Any = None,
         content_type: str | None = None,
         request_timeout: float | None = None,
+        accept: str | None = None,
     ) -> JSON:
         """One API call returning the decoded JSON body; raises KubeError."""
         result = await asyncio.to_thread(
@@ -195,6 +206,7 @@ class KubeClient:
             content_type,
             request_timeout or self.timeout,
             False,
+            accept,
         )
         return result if isinstance(result, dict) else {"items": result}
 
@@ -252,6 +264,98 @@ class KubeClient:
             token = meta.get("continue") if isinstance(meta, dict) else None
             if not token:
                 return out
+
+    async def list_page(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None = None,
+        *,
+        limit: int,
+        continue_token: str | None = None,
+        label_selector: str | None = None,
+        metadata_only: bool = False,
+    ) -> JSON:
+        """One page of a collection as the server sends it: `items`, and in `metadata` the `continue`
+        token of the next page (none on the last) and the `resourceVersion` to watch from. With
+        `metadata_only`, items are PartialObjectMetadata (apiVersion, kind, metadata: no spec, no
+        status), so large bodies never cross the wire. A continue token the server has compacted
+        away raises KubeError 410: list again from the start."""
+        query = {"labelSelector": label_selector, "limit": limit, "continue": continue_token}
+        return await self.request(
+            "GET",
+            api_path(api_version, plural, namespace),
+            query=query,
+            accept=METADATA_LIST if metadata_only else None,
+        )
+
+    async def watch(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str | None = None,
+        *,
+        resource_version: str,
+        timeout_seconds: int = 300,
+    ) -> AsyncGenerator[JSON, None]:
+        """The watch events after `resource_version`, one `{"type", "object"}` at a time as they
+        arrive (BOOKMARK events included: their object carries only the newest resourceVersion),
+        until the server ends the stream after `timeout_seconds`. An ERROR event is raised as
+        KubeError with its code (410 Gone: that version is compacted, list again); so is a failed
+        connection (status 0). Nothing is buffered beyond the event being read."""
+        cfg = self._api.configuration
+        query = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        headers = {"Accept": "application/json"}
+        bearer = (cfg.auth_settings().get("BearerToken") or {}).get("value")
+        if bearer:
+            headers["Authorization"] = str(bearer)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.timeout, sock_read=timeout_seconds + WATCH_READ_GRACE
+        )
+        extra: dict[str, Any] = {"proxy": cfg.proxy} if cfg.proxy else {}
+        if cfg.tls_server_name:
+            extra["server_hostname"] = cfg.tls_server_name
+        url = str(cfg.host).rstrip("/") + api_path(api_version, plural, namespace)
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(url, params=query, headers=headers, ssl=self._ssl(), **extra) as response,
+            ):
+                if response.status >= 400:
+                    body = await response.content.read(4096)
+                    raise KubeError(response.status, str(response.reason or "error"), _message(body))
+                buffer = bytearray()
+                async for chunk in response.content.iter_any():
+                    buffer += chunk
+                    start = 0
+                    while (end := buffer.find(b"\n", start)) >= 0:
+                        line = bytes(buffer[start:end])
+                        start = end + 1
+                        if line.strip():
+                            yield _watch_event(line)
+                    del buffer[:start]
+                    if len(buffer) > MAX_WATCH_LINE:
+                        raise KubeError(0, "WatchEventTooLarge", f"over {MAX_WATCH_LINE} bytes")
+        except (aiohttp.ClientError, TimeoutError, ssl.SSLError) as exc:
+            raise KubeError(0, type(exc).__name__, str(exc)[:300]) from None
+
+    def _ssl(self) -> ssl.SSLContext:
+        """The TLS settings of the kubernetes client (CA, client certificate, verification), for aiohttp."""
+        if self._ssl_context is None:
+            cfg = self._api.configuration
+            context = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
+            if cfg.cert_file:
+                context.load_cert_chain(cfg.cert_file, cfg.key_file or None)
+            if not cfg.verify_ssl:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._ssl_context = context
+        return self._ssl_context
 
     async def get_pod(self, namespace: str, name: str) -> JSON | None:
         return await self.get("v1", "pods", namespace, name)
@@ -330,6 +434,25 @@ class KubeClient:
                 return False
             raise
         return True
+
+
+def _watch_event(line: bytes) -> JSON:
+    """One line of a watch stream; an ERROR event (a v1 Status) raised as KubeError with its code."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        raise KubeError(0, "WatchDecodeError", line[:120].decode("utf-8", errors="replace")) from None
+    if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
+        raise KubeError(0, "WatchDecodeError", "an event without an object")
+    if event.get("type") == "ERROR":
+        status = event["object"]
+        code = status.get("code")
+        raise KubeError(
+            code if isinstance(code, int) else 0,
+            str(status.get("reason") or "error"),
+            str(status.get("message") or "")[:300],
+        )
+    return event
 
 
 def _message(body: Any) -> str:

@@ -32,7 +32,7 @@ import json
 import logging
 import re
 import zlib
-from collections.abc import Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -749,6 +749,22 @@ class DecisionStore:
         """Every decision without its incident (spec.zippedIncident, spec.incident), page by page:
         what the operator's sweep and rebuild read, without holding every incident at once."""
         return await self.kube.list_paged(API_VERSION, PLURAL, namespace, keep=without_incident)
+
+    async def list_metadata(self, namespace: str | None = None, page_size: int = 500) -> AsyncIterator[JSON]:
+        """The metadata of every decision (name, namespace, labels, creationTimestamp), page by page
+        as PartialObjectMetadata: no spec, no status, no incident crosses the wire."""
+        token: str | None = None
+        while True:
+            page = await self.kube.list_page(
+                API_VERSION, PLURAL, namespace, limit=page_size, continue_token=token, metadata_only=True
+            )
+            for item in page.get("items") or []:
+                if isinstance(item, dict) and isinstance(item.get("metadata"), dict):
+                    yield item["metadata"]
+            meta = page.get("metadata")
+            token = meta.get("continue") if isinstance(meta, dict) else None
+            if not token:
+                return
 
     async def list(self, namespace: str | None = None) -> list[RecordedDecision]:
         """Every well-formed decision (malformed ones are logged and skipped)."""
