@@ -131,7 +131,10 @@ def observe(command: list[str], env: dict[str, str], seconds: float, log_path: P
     return summary
 
 
-def main() -> None:
+LIMIT_MB = 250  # issue 9: 10,000 idle pods under 250 MB RSS at peak
+
+
+def arguments() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -142,7 +145,10 @@ def main() -> None:
         "--periodic-seconds", type=float, default=15, help="the operator's sweep and re-check interval"
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the bare kopf handler")
-    args = parser.parse_args()
+    return parser
+
+
+def bench_idle(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"machine": machine(), "pods": args.pods, "kwok_nodes": args.nodes}
     with KwokCluster(nodes=args.nodes) as kc, tempfile.TemporaryDirectory(prefix="sre-agent-idle-") as tmp:
         kc.create_namespace("idle")
@@ -168,6 +174,7 @@ def main() -> None:
         ]
         result["operator"] = observe(operator, env, args.seconds, Path(tmp) / "operator.log")
         result["operator"]["periodic_seconds"] = args.periodic_seconds
+        result["operator"][f"under_{LIMIT_MB}_mb_at_peak"] = result["operator"]["peak_rss_mb"] < LIMIT_MB
         if not args.no_baseline:
             script = Path(tmp) / "bare_kopf.py"
             script.write_text(BARE_KOPF)
@@ -182,7 +189,11 @@ def main() -> None:
                 str(script),
             ]
             result["bare_kopf_handler"] = observe(bare, kc.env, args.seconds, Path(tmp) / "bare.log")
-    print(json.dumps(result, indent=2))
+    return result
+
+
+def main() -> None:
+    print(json.dumps(bench_idle(arguments().parse_args()), indent=2))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@
   not the process RSS, which kopf's per-object state dominates).
 - storm (only when named): bench/storm.py at its defaults (1,000 crash-looping pods over 50
   Deployments on kwok for 300 s, the operator and the per-event baseline); see its docstring.
+- idle (only when named): bench/idle.py at its defaults (10,000 healthy pods on kwok: the
+  operator's peak and settled RSS and CPU through start-up and periodic work, beside a bare kopf
+  per-event handler); see its docstring.
 
 Timings come from a shared machine; every figure is a median or a ratio, and the JSON names
 the machine and the date.
@@ -305,7 +308,7 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="rules,llm,prompts,watching",
-        help="comma list of rules, llm, prompts, watching, storm (storm: only when named)",
+        help="comma list of rules, llm, prompts, watching, storm, idle (storm, idle: only when named)",
     )
     parser.add_argument(
         "--pods", type=int, default=10_000, help="watching: pods fed through the operator service"
@@ -339,6 +342,10 @@ def main() -> None:
         result["storm"] = storm.bench_storm(
             storm.arguments().parse_args(["--llm-delay", str(args.llm_delay)])
         )
+    if "idle" in only:  # not in the default: 10,000 pods on kwok, the operator and bare kopf, ~5 minutes
+        from bench import idle
+
+        result["idle"] = idle.bench_idle(idle.arguments().parse_args([]))
     print(json.dumps(result, indent=2))
 
 
