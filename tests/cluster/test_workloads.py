@@ -8,13 +8,17 @@ writes ProgressDeadlineExceeded when a ResourceQuota lets the ReplicaSet create 
 
 from __future__ import annotations
 
-from pathlib import Path
+import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from sre_agent.adapters.kube.capture import CaptureError, capture_incident
+from sre_agent.adapters.kube.client import KubeClient
 from sre_agent.adapters.kube.decisions import incident_of
+from sre_agent.adapters.recorded import parse_incident
 from tests.cluster import kubesim
 from tests.cluster.conftest import Cluster
 from tests.cluster.operator_harness import decisions
@@ -32,6 +36,26 @@ def one_decision(api: client.ApiClient, namespace: str) -> dict[str, Any]:
 
     result: dict[str, Any] = kubesim.wait_for(found, timeout=WAIT, what=f"an AgentDecision in {namespace}")
     return result
+
+
+class Clock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+def capture(cluster: Cluster, namespace: str, what: str) -> dict[str, Any]:
+    """`sre-agent capture -n NAMESPACE WHAT` as a document, checked to load as an incident file."""
+
+    async def go() -> dict[str, Any]:
+        kube = KubeClient.from_kubeconfig(str(cluster.kubeconfig))
+        try:
+            return await capture_incident(kube, namespace, what, Clock())
+        finally:
+            kube.close()
+
+    document = asyncio.run(go())
+    parse_incident(document, what)
+    return document
 
 
 def job(name: str) -> dict[str, Any]:
@@ -53,14 +77,21 @@ def job(name: str) -> dict[str, Any]:
 
 
 def test_a_failed_job_gets_one_decision_about_the_job(
-    cluster: Cluster, namespace: str, node: str, operator_factory: Any  # noqa: F811
+    cluster: Cluster,
+    namespace: str,
+    node: str,
+    operator_factory: Any,  # noqa: F811
 ) -> None:
     api = cluster.api_client
     operator = operator_factory()
-    created = client.BatchV1Api(api).create_namespaced_job(namespace, job("nightly-report"), _preload_content=False)
+    created = client.BatchV1Api(api).create_namespaced_job(
+        namespace, job("nightly-report"), _preload_content=False
+    )
     uid = kubesim._raw(created)["metadata"]["uid"]
     pods = kubesim.wait_for(
-        lambda: kubesim.list_pods(api, namespace, "job-name=nightly-report") or None, timeout=WAIT, what="the Job's pod"
+        lambda: kubesim.list_pods(api, namespace, "job-name=nightly-report") or None,
+        timeout=WAIT,
+        what="the Job's pod",
     )
     name = pods[0]["metadata"]["name"]
     kubesim.bind_pod(api, namespace, name, node)
@@ -77,12 +108,29 @@ def test_a_failed_job_gets_one_decision_about_the_job(
     assert incident["owner"]["kind"] == "Job" and incident["pod"]["metadata"]["name"] == name
     # The pod itself (Failed, restartPolicy Never) never became a decision of its own; later Job
     # updates join the one decision.
-    kubesim.wait_for(lambda: "deciding about Job" in operator.log() or None, timeout=WAIT, what="the log line")
+    kubesim.wait_for(
+        lambda: "deciding about Job" in operator.log() or None, timeout=WAIT, what="the log line"
+    )
     assert len(decisions(api, namespace)) == 1
+
+    captured = capture(cluster, namespace, "job/nightly-report")
+    assert (
+        captured["expected"] == {"symptom": "JobFailed"} and captured["id"] == f"{namespace}-nightly-report"
+    )
+    assert captured["owner"]["metadata"]["uid"] == uid and captured["pod"]["metadata"]["name"] == name
+    with pytest.raises(
+        CaptureError,
+        match=r"^cannot capture 'statefulset': name a pod \(NAME\), job/NAME or deployment/NAME$",
+    ):
+        capture(cluster, namespace, "statefulset/nightly-report")
+    with pytest.raises(CaptureError, match=r"^job .*/absent not found$"):
+        capture(cluster, namespace, "job/absent")
 
 
 def test_a_rollout_stalled_by_a_quota_gets_one_decision_about_the_deployment(
-    cluster: Cluster, namespace: str, operator_factory: Any, tmp_path: Path  # noqa: F811
+    cluster: Cluster,
+    namespace: str,
+    operator_factory: Any,  # noqa: F811
 ) -> None:
     api = cluster.api_client
     core = client.CoreV1Api(api)
@@ -108,3 +156,7 @@ def test_a_rollout_stalled_by_a_quota_gets_one_decision_about_the_deployment(
     incident = incident_of(obj) or {}
     assert "pod" not in incident and incident["owner"]["kind"] == "Deployment"
     assert len(decisions(api, namespace)) == 1
+
+    captured = capture(cluster, namespace, "deployment/web")
+    assert captured["expected"] == {"symptom": "ProgressDeadlineExceeded"} and "pod" not in captured
+    assert any("exceeded quota" in str(e.get("message")) for e in captured["events"])
