@@ -237,11 +237,12 @@ def _workload(evidence: Evidence) -> _Finding:
     if evidence.symptom == Symptom.PROGRESS_DEADLINE and evidence.has("probe_failed"):
         return _probe(evidence)
     found = _application(evidence, 0.75 if evidence.symptom == Symptom.JOB_FAILED else 0.6)
-    if (
-        found.category == Category.UNKNOWN
-        and evidence.symptom == Symptom.JOB_FAILED
-        and evidence.has("exit_code")
-    ):
+    if found.category != Category.UNKNOWN or evidence.symptom != Symptom.JOB_FAILED:
+        return found
+    if any(" DeadlineExceeded: " in d for d in evidence.details("job_failed")):
+        # Its pods were stopped at activeDeadlineSeconds: too slow, or stuck; their exit says nothing.
+        return _Finding(Category.UNKNOWN, 0.4, _first(evidence, "job_failed"))
+    if evidence.has("exit_code"):
         # The Job's own pods ran and exited non-zero: its program failed, whatever it printed.
         return _Finding(Category.APP_ERROR, 0.6, _first(evidence, "exit_code"))
     return found

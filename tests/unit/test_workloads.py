@@ -355,3 +355,18 @@ def test_an_exec_probe_checking_a_file_that_is_not_there_is_a_probe_question() -
     ev = extract(ctx, Symptom.PROGRESS_DEADLINE, Redactor.for_context(ctx))
     assert ev.details("probe_missing_file") == [message]
     assert RuleReasoner().diagnose_now(ev).category == Category.PROBE_MISCONFIGURED
+
+
+def test_a_job_stopped_at_its_deadline_is_not_blamed_on_its_exit_code() -> None:
+    killed = job_pod(code=143)  # the Job controller stops its pods at activeDeadlineSeconds
+    ctx = IncidentContext(pod=killed, owner=failed_job("DeadlineExceeded"))
+    ev = extract(ctx, Symptom.JOB_FAILED, Redactor.for_context(ctx))
+    assert ev.has("exit_code")
+    found = RuleReasoner().diagnose_now(ev)
+    assert found.category == Category.UNKNOWN and "DeadlineExceeded" in found.reasoning
+    assert found.action.name == CREATE_ALERT
+    # ... while a program that failed by itself, however it died, is the app's error.
+    ctx = IncidentContext(pod=job_pod(code=3), owner=failed_job("BackoffLimitExceeded"))
+    assert RuleReasoner().diagnose_now(extract(ctx, Symptom.JOB_FAILED, Redactor.for_context(ctx))).category == (
+        Category.APP_ERROR
+    )
