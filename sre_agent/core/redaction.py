@@ -118,6 +118,15 @@ _NOT_A_VALUE = (
 _PASSWORD_COMMAND = r"(?:mysql\w*|mariadb[\w-]*|sshpass)"
 _Replacement = str | Callable[[re.Match[str]], str]
 
+_FLAG_VALUE = re.compile(
+    r"(?i)(?<![\w-])(--?(?=[\w-]*?(?:password|passwd|secret|token|api-?key|access-?key|credential))[\w-]++)"
+    r"([ \t]+|=)(?!-)(\S+)"
+)
+_SESSION_ID = re.compile(
+    r"(?i)((?<![\w.-])(?:[\w.-]*[_.-])?(?:session(?:[_-]?id)?|sessid|jsessionid|phpsessid|connect\.sid|"
+    r"csrf[_-]?token|xsrf[_-]?token)['\"]?(?:\s*=\s*|\s*:\s*['\"]))([^\s;,&\"']{3,})"
+)
+_URL_PASSWORD = re.compile(r"((?<![a-zA-Z0-9+.-])[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*):([^\s@/]+)@")
 _KEY_VALUE = re.compile(
     r"(?i)(?<![\w.-])((?=[\w.-]*?(?:pass(?:word|wd)?|pwd|secret|token|api[_-]?key|access[_-]?key|"
     r"client[_-]?secret|credentials?))[\w.-]++)(['\"]?\s*(?:=\s*['\"]?|:\s+['\"]?|:['\"]))"
@@ -130,13 +139,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], _Replacement], ...] = (
     ),
     (re.compile(r"(?i)\b(bearer|token|basic)(\s+)[A-Za-z0-9._~+/=-]{8,}"), rf"\1\2{MASK}"),
     # command-line flags: --password X, --db-token=X, --api-key X
-    (
-        re.compile(
-            r"(?i)(?<![\w-])(--?(?=[\w-]*?(?:password|passwd|secret|token|api-?key|access-?key|credential))[\w-]++)"
-            r"([ \t]+|=)(?!-)(\S+)"
-        ),
-        rf"\1\2{MASK}",
-    ),
+    (_FLAG_VALUE, rf"\1\2{MASK}"),
     # mysql -pX, mysql -u root -p X, sshpass -p X, redis-cli -a X (same command, same line)
     (
         re.compile(rf"(?i)(\b{_PASSWORD_COMMAND}\b[^\n;|&]{{0,200}}?\s-p)(?:([ \t]+)(?!-)|(?=[^\s-]))(\S+)"),
@@ -150,13 +153,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], _Replacement], ...] = (
     (re.compile(r"(\bAUTH[ \t]+)(\S+)([ \t]+)?(\S+)?"), _sub_redis_auth),
     # Cookie / Set-Cookie headers, and session ids on their own
     (re.compile(r"(?i)(\b(?:set-)?cookie['\"]?\s*[:=]\s*['\"]?)([^\n\"']*)"), _sub_cookie),
-    (
-        re.compile(
-            r"(?i)((?<![\w.-])(?:[\w.-]*[_.-])?(?:session(?:[_-]?id)?|sessid|jsessionid|phpsessid|connect\.sid|"
-            r"csrf[_-]?token|xsrf[_-]?token)['\"]?(?:\s*=\s*|\s*:\s*['\"]))([^\s;,&\"']{3,})"
-        ),
-        rf"\1{MASK}",
-    ),
+    (_SESSION_ID, rf"\1{MASK}"),
     (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"), MASK),
     (re.compile(r"\b(AKIA|ASIA|AGPA|AIDA|AROA)[A-Z0-9]{12,}\b"), MASK),
     (re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"), MASK),
@@ -184,19 +181,26 @@ _PATTERNS: tuple[tuple[re.Pattern[str], _Replacement], ...] = (
     (re.compile(r"(?i)([\"']auth[\"']\s*:\s*[\"'])[^\"']+"), rf"\1{MASK}"),
     (re.compile(r"(?i)\b((?:account|shared[_-]?access)[_-]?key\s*=\s*)[^\s;\"']+"), rf"\1{MASK}"),
     # user:password@host in any URL-ish string
-    (re.compile(r"((?<![a-zA-Z0-9+.-])[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@]*):([^\s@/]+)@"), rf"\1:{MASK}@"),
+    (_URL_PASSWORD, rf"\1:{MASK}@"),
     # password=..., "api_key": "...", secret: ... (but not an image tag: token-service:4.2.0)
     (_KEY_VALUE, rf"\1\2{MASK}"),
     (_BLOB, _sub_blob),
 )
-# Cheap searches that find something wherever these patterns match (and so may skip them): a
-# secret word, the rest of its name, then '=' or ':'; 32 characters that could make a blob.
-# _KEY_VALUE's look-ahead runs at the start of every word of a text, these do not.
+# Cheap searches in `fold(text)` that find something wherever these patterns match (and so may
+# skip them): the part of each match from its first literal on (a flag's dash, a secret word and
+# then '=' or ':', '://' up to the '@'), or 32 characters that could make a blob. Folding keeps
+# every character's place and class, so the lower-case words stand for any case. The patterns'
+# look-behinds and look-aheads run at every position or word of a text, these do not.
 _NEEDS = {
-    _KEY_VALUE: re.compile(
-        r"(?i)(?:pass|pwd|secret|token|api[_-]?key|access[_-]?key|credential)[\w.-]*['\"]?\s*[=:]"
+    _FLAG_VALUE: re.compile(r"-[\w-]*?(?:password|passwd|secret|token|api-?key|access-?key|credential)"),
+    _SESSION_ID: re.compile(
+        r"(?:session|sessid|connect\.sid|csrf[_-]?token|xsrf[_-]?token)(?:[_-]?id)?['\"]?\s*[=:]"
     ),
-    _BLOB: re.compile(r"[A-Za-z0-9+/_-]{32}"),
+    _URL_PASSWORD: re.compile(r"://[^\s:/@]*:[^\s@/]+@"),
+    _KEY_VALUE: re.compile(
+        r"(?:pass|pwd|secret|token|api[_-]?key|access[_-]?key|credential)[\w.-]*['\"]?\s*[=:]"
+    ),
+    _BLOB: re.compile(r"[a-z0-9+/_-]{32}"),
 }
 _NEEDED = tuple(_NEEDS.get(pattern) for pattern, _ in _PATTERNS)
 
@@ -219,17 +223,18 @@ def _redact(text: str, known: tuple[str, ...]) -> str:
     for value in known:
         if value in text:
             text = text.replace(value, MASK)
-    candidates = _MAY_MATCH(fold(text))
+    folded = fold(text)
+    candidates = _MAY_MATCH(folded)
     while candidates:
         index = candidates.pop(0)
         needed = _NEEDED[index]
-        if needed is not None and not needed.search(text):
+        if needed is not None and not needed.search(folded):
             continue
         pattern, replacement = _PATTERNS[index]
         redacted = pattern.sub(replacement, text)
         if redacted != text:  # the gates of the patterns still to run look at the new text
-            text = redacted
-            candidates = [i for i in _MAY_MATCH(fold(text)) if i > index]
+            text, folded = redacted, fold(redacted)
+            candidates = [i for i in _MAY_MATCH(folded) if i > index]
     return text
 
 
