@@ -713,7 +713,8 @@ def source() -> dict[str, Any]:
         return result.stdout.rstrip() if result.returncode == 0 else ""
 
     return {
-        "commit": git("rev-parse", "--short", "HEAD") or None,
+        "root": str(ROOT),
+        "commit": git("rev-parse", "--short", "HEAD") or None,  # None: not a checkout (git archive)
         "sre_agent_uncommitted": [
             line[3:] for line in git("status", "--porcelain", "sre_agent").splitlines()
         ],
