@@ -308,6 +308,11 @@ def _walk_secrets(value: Any, out: set[str]) -> None:
         return
     if not isinstance(value, dict):
         return
+    if _OWN_SECRET_KEYS.isdisjoint(value):  # most objects: nothing of their own to look at
+        for item in value.values():
+            if isinstance(item, _CONTAINERS):
+                _walk_secrets(item, out)
+        return
     envs = value.get("env")
     for env in envs if isinstance(envs, list) else ():
         if isinstance(env, dict):
@@ -332,6 +337,7 @@ def _walk_secrets(value: Any, out: set[str]) -> None:
 
 
 _CONTAINERS = (list, dict)  # a tuple: isinstance checks it faster than list | dict
+_OWN_SECRET_KEYS = frozenset({"env", "command", "args", "annotations"})
 
 
 def secret_env_values(pod: JSON) -> set[str]:
