@@ -80,6 +80,21 @@ Source = Literal["rules", "llm", "cache"]
 Outcome = Literal["allowed", "needs_approval", "blocked"]
 
 
+# The group/version of each kind an incident or an action names (core/v1 for anything else).
+API_VERSION_OF_KIND: Mapping[str, str] = {
+    "Deployment": "apps/v1",
+    "ReplicaSet": "apps/v1",
+    "StatefulSet": "apps/v1",
+    "DaemonSet": "apps/v1",
+    "Job": "batch/v1",
+    "CronJob": "batch/v1",
+}
+
+
+def api_version_of(kind: str) -> str:
+    return API_VERSION_OF_KIND.get(kind, "v1")
+
+
 @dataclass(frozen=True)
 class ObjectRef:
     """A pointer to one Kubernetes object."""

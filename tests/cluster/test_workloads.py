@@ -19,10 +19,11 @@ from sre_agent.adapters.kube.capture import CaptureError, capture_incident
 from sre_agent.adapters.kube.client import KubeClient
 from sre_agent.adapters.kube.decisions import incident_of
 from sre_agent.adapters.recorded import parse_incident
+from sre_agent.domain import ALERT_EVENT_REASON
 from tests.cluster import kubesim
 from tests.cluster.conftest import Cluster
 from tests.cluster.operator_harness import decisions
-from tests.cluster.test_operator import operator_factory, sa_kubeconfig  # noqa: F401 (fixtures)
+from tests.cluster.test_operator import approve, operator_factory, sa_kubeconfig  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.cluster
 
@@ -112,6 +113,22 @@ def test_a_failed_job_gets_one_decision_about_the_job(
         lambda: "deciding about Job" in operator.log() or None, timeout=WAIT, what="the log line"
     )
     assert len(decisions(api, namespace)) == 1
+
+    # Approved, the alert is a Warning Event on the Job itself (batch/v1), where `kubectl describe
+    # job` shows it.
+    approve(cluster, namespace, obj["metadata"]["name"])
+    done = kubesim.wait_for(
+        lambda: ((d := decisions(api, namespace)[0])["status"].get("phase") in ("Executed", "Failed") and d) or None,
+        timeout=WAIT, what="the approved alert to run",
+    )  # fmt: skip
+    assert done["status"]["phase"] == "Executed", done["status"]
+    alerts = [
+        e for e in kubesim.list_events(api, namespace, "nightly-report")
+        if e.get("reason") == ALERT_EVENT_REASON
+    ]  # fmt: skip
+    assert alerts and alerts[0]["involvedObject"]["kind"] == "Job"
+    assert alerts[0]["involvedObject"]["apiVersion"] == "batch/v1"
+    assert alerts[0]["involvedObject"]["uid"] == uid
 
     captured = capture(cluster, namespace, "job/nightly-report")
     assert (

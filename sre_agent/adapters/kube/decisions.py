@@ -44,7 +44,7 @@ from sre_agent.core.lifecycle import Phase as Phase  # re-exported: status.phase
 from sre_agent.core.policy import ActionRequest
 from sre_agent.core.reasoning import Clock
 from sre_agent.core.symptoms import parse_time
-from sre_agent.domain import JSON, Category, Decision, ObjectRef, ProposedAction, Symptom
+from sre_agent.domain import JSON, Category, Decision, ObjectRef, ProposedAction, Symptom, api_version_of
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -444,11 +444,13 @@ class RecordedDecision:
         target_raw = spec.get("target")
         if not isinstance(target_raw, dict):
             raise DecisionFormatError(f"{_where(obj)}: invalid field spec.target: missing or not an object")
+        target_kind = _str(obj, target_raw, "kind", "spec.target.kind", required=True)
         target = ObjectRef(
-            kind=_str(obj, target_raw, "kind", "spec.target.kind", required=True),
+            kind=target_kind,
             name=_str(obj, target_raw, "name", "spec.target.name", required=True),
             namespace=_str(obj, target_raw, "namespace", "spec.target.namespace", default=namespace),
             uid=_str(obj, target_raw, "uid", "spec.target.uid"),
+            api_version=api_version_of(target_kind),  # a Job's alert Event names batch/v1
         )
         owner = None
         owner_raw = spec.get("owner")
