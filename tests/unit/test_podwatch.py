@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
 
 from sre_agent.adapters.kube.client import KubeClient, KubeError
+from sre_agent.operator.peering import PeeringGate
 from sre_agent.operator.podwatch import Dispatcher, PodWatcher, while_active
 
 JSON = dict[str, Any]
@@ -271,3 +273,27 @@ async def test_while_active_starts_stops_and_restarts_with_the_gate() -> None:
     with pytest.raises(asyncio.CancelledError):
         await while_active(gate, run, 10, sleep=sleep)
     assert runs == ["start", "stop", "start", "stop"]
+
+
+class PeeringKube:
+    """One ClusterKopfPeering whose status (peer id -> record) the test sets."""
+
+    def __init__(self) -> None:
+        self.status: dict[str, Any] = {}
+
+    async def get(self, api_version: str, plural: str, namespace: str | None, name: str) -> JSON:
+        return {"metadata": {"name": name}, "status": self.status}
+
+
+async def test_the_pod_watch_waits_until_kopf_has_registered_this_replica_among_its_peers() -> None:
+    """A replica starting beside a higher-priority one must not watch pods before it can see it."""
+    kube = PeeringKube()
+    gate = PeeringGate(cast(KubeClient, kube), name="sre-agent", identity="me", priority=5)
+    now = datetime.now(UTC).isoformat()
+    assert await gate.active() and not await gate.active_and_registered()  # nobody listed yet
+    kube.status = {"me": {"priority": 5, "lifetime": 60, "lastSeen": now}}
+    assert await gate.active_and_registered()
+    kube.status["high"] = {"priority": 10, "lifetime": 60, "lastSeen": now}
+    assert not await gate.active_and_registered()
+    standalone = PeeringGate(None, name="sre-agent", identity="me", priority=5)
+    assert await standalone.active_and_registered()
