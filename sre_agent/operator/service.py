@@ -60,7 +60,6 @@ from sre_agent.core.intake import Admission, Intake, Verdict
 from sre_agent.core.lifecycle import (
     ANNOTATION_WORKLOAD,
     INTERRUPTED_MESSAGE,
-    LABEL_CAUSE,
     LABEL_WORKLOAD,
     OPEN_PHASES,
     Answer,
@@ -399,7 +398,7 @@ class AgentService:
         )
         async with self._slots:
             try:
-                answer = await self._recall_workload_from_cluster(key)
+                answer = await self._recall_from_cluster(key)
                 if not self._may_decide(workload, symptom, admission, answer):
                     return None
                 ctx = await self.gatherer.gather_workload(workload)
@@ -409,16 +408,6 @@ class AgentService:
                 self.intake.forget(admission.group.key)
                 log.warning("Could not decide about %s %s: %s", workload.get("kind"), _key(workload), exc)
                 return None
-
-    async def _recall_workload_from_cluster(self, key: MemoryKey) -> Answer:
-        """Like `_recall_from_cluster`, with every cause of the workload: an open pod-level decision
-        about it (core.lifecycle) keeps the workload-level one from being made."""
-        selector = f"{LABEL_WORKLOAD}={key.workload}"
-        for obj in await self.kube.list_objects(API_VERSION, PLURAL, key.namespace, label_selector=selector):
-            found = remembered(obj)
-            if found is not None and not (obj.get("metadata") or {}).get("deletionTimestamp"):
-                self.memory.observe(*found)
-        return self.memory.recall(key, self.clock.now())
 
     @staticmethod
     def memory_key(pod: JSON, admission: Admission) -> MemoryKey:
@@ -451,7 +440,9 @@ class AgentService:
         return False
 
     async def _recall_from_cluster(self, key: MemoryKey) -> Answer:
-        selector = f"{LABEL_WORKLOAD}={key.workload},{LABEL_CAUSE}={key.cause.value}"
+        """The decisions of this workload, every cause, listed by label: an open decision about one
+        of its pods keeps a workload-level one from being made and the reverse (core.lifecycle)."""
+        selector = f"{LABEL_WORKLOAD}={key.workload}"
         for obj in await self.kube.list_objects(API_VERSION, PLURAL, key.namespace, label_selector=selector):
             found = remembered(obj)
             if found is not None and not (obj.get("metadata") or {}).get("deletionTimestamp"):
