@@ -1,14 +1,16 @@
 """Idle watching: the operator's RSS and CPU with N healthy pods, beside a bare kopf handler.
 
-    python bench/idle.py [--pods 10000] [--nodes 10] [--seconds 90] [--periodic-seconds 15]
-                         [--no-baseline]
+    python bench/idle.py [--pods 10000] [--nodes 10] [--seconds 120] [--periodic-seconds 15]
+                         [--churn 2000] [--no-baseline]
 
 Starts the project's control plane with kwok nodes (bench/kwokbench.py, no real kubelet),
 creates --pods healthy pods and waits until kwok reports them Running, then runs
 `sre-agent run` from this workstation against the kubeconfig (with peering, as deployed; no
 LLM needed: healthy pods never reach it) for --seconds, with its sweep and pod re-check every
 --periodic-seconds, so several periodic passes fall into the window. Its RSS is read from /proc
-every 0.2 s from the moment it starts. Then the same for a bare kopf per-event pod handler (the
+every 0.2 s from the moment it starts. 15 s after it has listed the pods, --churn of them are
+deleted and replaced by new ones (a few events each), so the figures show whether memory comes
+back to where it was. Then the same, without churn, for a bare kopf per-event pod handler (the
 first design sketch's watch), for comparison.
 
 Prints one JSON document: per process the peak RSS (start-up and periodic work included), the
@@ -29,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,14 +77,14 @@ class Sampler(threading.Thread):
         self.marker_index: int | None = None if marker else 0
         self.samples: list[tuple[float, int, float]] = []
         self.stop = threading.Event()
+        self.started = time.monotonic()
 
     def run(self) -> None:
-        started = time.monotonic()
         while not self.stop.is_set():
             sample = _rss_and_cpu(self.pid)
             if sample is None:
                 return
-            self.samples.append((time.monotonic() - started, *sample))
+            self.samples.append((time.monotonic() - self.started, *sample))
             if self.marker_index is None and self.marker in self.log_path.read_text(errors="replace"):
                 self.marker_index = len(self.samples) - 1
             self.stop.wait(SAMPLE_SECONDS)
@@ -115,14 +118,30 @@ def summarise(samples: list[tuple[float, int, float]], begun: int = 0) -> dict[s
 
 
 def observe(
-    command: list[str], env: dict[str, str], seconds: float, log_path: Path, marker: str | None = None
+    command: list[str],
+    env: dict[str, str],
+    seconds: float,
+    log_path: Path,
+    marker: str | None = None,
+    churn: Callable[[], int] | None = None,
 ) -> dict[str, Any]:
+    """Run `command` for `seconds`, sampling it; with `churn`, call it CHURN_AFTER seconds after the
+    marker (it replaces pods, returns how many) and report the RSS before it beside the end's."""
     with log_path.open("wb") as log:
         proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     sampler = Sampler(proc.pid, log_path, marker)
     sampler.start()
+    churned: dict[str, Any] = {}
     try:
-        proc.wait(timeout=seconds)
+        if churn is not None:
+            deadline = sampler.started + seconds / 2
+            while sampler.marker_index is None and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(SAMPLE_SECONDS)
+            time.sleep(CHURN_AFTER)
+            churned["started_at"] = time.monotonic() - sampler.started
+            churned["pods_replaced"] = churn()
+            churned["seconds"] = round(time.monotonic() - sampler.started - churned["started_at"], 1)
+        proc.wait(timeout=max(1.0, seconds - (time.monotonic() - sampler.started)))
         tail = log_path.read_text(errors="replace").splitlines()[-10:]
         raise RuntimeError(f"{log_path.stem} exited with {proc.returncode}:\n" + "\n".join(tail))
     except subprocess.TimeoutExpired:
@@ -137,6 +156,14 @@ def observe(
             proc.kill()
             proc.wait()
     summary = summarise(sampler.samples, sampler.marker_index or 0)
+    if churned:
+        at = churned.pop("started_at")
+        before = [rss for t, rss, _ in sampler.samples if at - 5 <= t <= at]
+        summary["churn"] = {
+            **churned,
+            "rss_before_mb": round(statistics.median(before) / (1024 * 1024), 1) if before else None,
+            "rss_after_mb": summary["settled_rss_mb"],
+        }
     listed = re.findall(r"listed (\d+) pods", log_path.read_text(errors="replace"))
     if listed:  # the operator says how many pods its watch handed over
         summary["pods_listed"] = sum(int(n) for n in listed)
@@ -144,6 +171,7 @@ def observe(
 
 
 LIMIT_MB = 250  # issue 9: 10,000 idle pods under 250 MB RSS at peak
+CHURN_AFTER = 15  # seconds after the operator listed the pods
 
 
 def arguments() -> argparse.ArgumentParser:
@@ -152,11 +180,18 @@ def arguments() -> argparse.ArgumentParser:
     )
     parser.add_argument("--pods", type=int, default=10_000)
     parser.add_argument("--nodes", type=int, default=10)
-    parser.add_argument("--seconds", type=float, default=90, help="how long each process is observed")
+    parser.add_argument("--seconds", type=float, default=120, help="how long each process is observed")
     parser.add_argument(
         "--periodic-seconds", type=float, default=15, help="the operator's sweep and re-check interval"
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the bare kopf handler")
+    parser.add_argument(
+        "--churn",
+        type=int,
+        default=2000,
+        help="pods deleted and replaced by new ones while the operator runs (0: none): its memory must "
+        "come back to where it was",
+    )
     return parser
 
 
@@ -185,7 +220,21 @@ def bench_idle(args: argparse.Namespace) -> dict[str, Any]:
             "run",
         ]
         # It settles after its pod watch listed the pods (it starts once kopf has registered it).
-        result["operator"] = observe(operator, env, args.seconds, Path(tmp) / "operator.log", "listed ")
+        names = [f"idle-{i:05d}" for i in range(args.pods)]
+        replaced = iter(range(10**9))
+
+        def churn() -> int:
+            """Replace the oldest `--churn` pods by new ones, and wait until kwok runs them."""
+            gone, names[: args.churn] = names[: args.churn], []
+            kc.delete_pods("idle", gone)
+            fresh = kc.create_pods("idle", len(gone), prefix=f"churn{next(replaced)}")
+            names.extend(fresh)
+            kc.wait_running("idle", args.pods, timeout=600)
+            return len(fresh)
+
+        result["operator"] = observe(
+            operator, env, args.seconds, Path(tmp) / "operator.log", "listed ", churn if args.churn else None
+        )
         result["operator"]["periodic_seconds"] = args.periodic_seconds
         result["operator"][f"under_{LIMIT_MB}_mb_at_peak"] = result["operator"]["peak_rss_mb"] < LIMIT_MB
         if not args.no_baseline:

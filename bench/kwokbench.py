@@ -8,6 +8,7 @@
         kc.create_pods("bench", 10_000)          # bare pods bound round-robin to the kwok nodes
         kc.create_objects("bench", [deployment("web-1", kc.nodes[0], 20, crashloop=True)])
         kc.wait_running("bench", 10_000)         # until kwok reports them Running (and Ready)
+        kc.delete_pods("bench", names)           # at once, no grace period
         kc.pod_phases("bench")                   # {"Running": 10000}
 
 The cluster lives in a temp dir and is torn down on exit, with a watchdog that tears it down if
@@ -288,6 +289,24 @@ class KwokCluster:
         self.create_objects(namespace, pods, threads)
         self._log(f"created {count} pods in {time.monotonic() - started:.0f}s")
         return names
+
+    def delete_pods(self, namespace: str, names: Iterable[str], threads: int = 16) -> int:
+        """Delete these pods at once (no grace period; a missing one is fine); returns the count."""
+        from kubernetes import client
+
+        core = client.CoreV1Api(self.api)
+
+        def delete(name: str) -> None:
+            try:
+                core.delete_namespaced_pod(name, namespace, grace_period_seconds=0, _preload_content=False)
+            except client.ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+        names = list(names)
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(delete, names))
+        return len(names)
 
     def _get(self, path: str, query: list[tuple[str, Any]] | None = None) -> JSON:
         serialized = self.api.param_serialize(
