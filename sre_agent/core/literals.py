@@ -112,8 +112,7 @@ def gate(pattern: re.Pattern[str]) -> Gate | None:
         if low <= 1:
             return None
         return lambda text: len(text) >= low
-    # A word that contains another is found whenever that one is: only the shortest are checked.
-    needles = tuple(sorted(w for w in words if not any(v != w and v in w for v in words)))
+    needles = _minimal(words)  # a word that contains another is found whenever that one is
     return lambda text: any(map(text.__contains__, needles))
 
 
