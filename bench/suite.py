@@ -21,7 +21,7 @@
   output says so.
 - watching: what the operator's own code keeps per pod and what one resync reads, for --pods
   healthy and --pods not-Ready pods fed through AgentService with a fake API (tracemalloc;
-  not the process RSS, which kopf's per-object state dominates).
+  not the process RSS: `--only idle` measures that on kwok).
 - storm (only when named): bench/storm.py at its defaults (1,000 crash-looping pods over 50
   Deployments on kwok for 300 s, the operator and the per-event baseline); see its docstring.
 - idle (only when named): bench/idle.py at its defaults (10,000 healthy pods on kwok: the
@@ -261,8 +261,8 @@ def bench_prompts(policy: Policy) -> dict[str, Any]:
 def bench_watching(pods: int) -> dict[str, Any]:
     """The operator's own state and periodic reads for N pods, through AgentService with a fake API.
 
-    Not the process RSS (kopf keeps its own per-object state, and the storm and idle figures on
-    kwok are still to be measured): what this process adds per pod, and what one resync reads.
+    Not the process RSS (bench/idle.py measures it on kwok): what the service adds per pod, and
+    what one resync reads.
     """
     import gc
     import tracemalloc
