@@ -482,3 +482,28 @@ def test_a_decision_left_executing_by_a_dead_operator_fails_and_is_not_retried(
     assert (
         kubesim.get_pod(api, namespace, pod["metadata"]["name"])["metadata"]["uid"] == pod["metadata"]["uid"]
     )
+
+
+# ---------------------------------------------------------------- the sweep, from the watch and metadata
+
+
+def test_the_sweep_expires_a_pending_decision_then_deletes_it_past_the_retention(
+    cluster: Cluster, namespace: str, node: str, fake_llm: FakeLLM, operator_factory: Any
+) -> None:
+    """Expiry comes from the open decisions the decision watch keeps; deletion from a metadata-only
+    list (the decision is read whole only just before it goes)."""
+    api = cluster.api_client
+    fake_llm.script(restart_answer())
+    env = {**llm_env(fake_llm), "SRE_AGENT_DECISION_TTL_SECONDS": "3", "SRE_AGENT_RETENTION_SECONDS": "8"}
+    with kubesim.Autopilot(api, namespace, [node]):
+        operator_factory(env)
+        crash_deployment(cluster, namespace, node, "web", 1)
+        first = one_decision(api, namespace)
+        name, uid = first["metadata"]["name"], first["metadata"]["uid"]
+        expired = wait_phase(api, namespace, name, "Expired")
+    assert "nobody approved it" in expired["status"]["message"]
+    kubesim.wait_for(
+        lambda: all(d["metadata"]["uid"] != uid for d in decisions(api, namespace)),
+        timeout=WAIT,
+        what=f"{name} to be deleted past the retention",
+    )
