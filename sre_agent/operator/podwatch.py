@@ -161,8 +161,12 @@ class PodWatcher:
                 if version is None:
                     version = await self._list(namespace)
                     listed(namespace)
-                version = await self._watch(namespace, version)
-                backoff = BACKOFF_FIRST
+                version, heard = await self._watch(namespace, version)
+                if heard:
+                    backoff = BACKOFF_FIRST
+                else:  # closed before a single event or bookmark: do not hammer the server
+                    await self.sleep(backoff * random.uniform(0.8, 1.2))
+                    backoff = min(backoff * 2, BACKOFF_MAX)
             except KubeError as exc:
                 if exc.status == GONE:
                     self.stats.relists_after_gone += 1
@@ -197,14 +201,17 @@ class PodWatcher:
                 log.info("Pod watch (%s): listed %d pods in %d page(s)", where, pods, pages)
                 return str(meta.get("resourceVersion") or "")
 
-    async def _watch(self, namespace: str | None, version: str) -> str:
-        """Follow one watch request until the server closes it; the newest version seen."""
+    async def _watch(self, namespace: str | None, version: str) -> tuple[str, bool]:
+        """Follow one watch request until the server closes it; the newest version seen, and
+        whether anything (an event or a bookmark) came at all."""
         self.stats.watches += 1
+        heard = False
         events = self.kube.watch(
             "v1", "pods", namespace, resource_version=version, timeout_seconds=self.watch_timeout_seconds
         )
         try:
             async for event in events:
+                heard = True
                 obj = event["object"]
                 newer = (obj.get("metadata") or {}).get("resourceVersion")
                 kind = str(event.get("type"))
@@ -215,7 +222,7 @@ class PodWatcher:
                     version = str(newer)
         finally:
             await events.aclose()
-        return version
+        return version, heard
 
 
 async def while_active(

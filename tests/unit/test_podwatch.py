@@ -173,6 +173,20 @@ async def test_other_failures_back_off_doubling_and_resume_from_the_last_version
     assert 0.8 <= delays[0] <= 1.2 and 1.6 <= delays[1] <= 2.4 and 3.2 <= delays[2] <= 4.8
 
 
+async def test_a_watch_the_server_closes_at_once_is_retried_with_backoff_not_in_a_tight_loop() -> None:
+    delays: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        delays.append(seconds)
+
+    kube = ScriptedKube([pod("a")], [[], [], [event("MODIFIED", pod("a", "150"))], []])
+    watcher = PodWatcher(cast(KubeClient, kube), Recorder(), sleep=sleep)
+    await run_until_quiet(watcher, kube)
+    assert [c[1] for c in kube.watch_calls] == ["100", "100", "100", "150", "150"]
+    # two empty watches back off (1 s, 2 s); a watch that delivered resets it (1 s again)
+    assert len(delays) == 3 and 0.8 <= delays[0] <= 1.2 and 1.6 <= delays[1] <= 2.4 and delays[2] <= 1.2
+
+
 async def test_namespaces_are_listed_and_watched_each_on_its_own() -> None:
     pods = [pod("a", namespace="shop"), pod("b", namespace="other"), pod("c", namespace="web")]
     kube = ScriptedKube(pods, [])
