@@ -19,7 +19,7 @@ from sre_agent.core.evidence import extract
 from sre_agent.core.prompts import load_prompts
 from sre_agent.core.redaction import Redactor
 from sre_agent.core.rules import RuleReasoner
-from sre_agent.core.symptoms import detect, parse_time
+from sre_agent.core.symptoms import detect_incident, parse_time
 from sre_agent.domain import IncidentContext
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +35,7 @@ def _load(path: Path) -> dict[str, Any]:
 
 def _context(data: dict[str, Any]) -> IncidentContext:
     return IncidentContext(
-        pod=data["pod"], events=tuple(data.get("events") or ()), logs=data.get("logs") or {},
+        pod=data.get("pod") or {}, events=tuple(data.get("events") or ()), logs=data.get("logs") or {},
         owner=data.get("owner"), node=data.get("node"), node_metrics=data.get("node_metrics"),
         pod_metrics=data.get("pod_metrics"), captured_at=parse_time(data.get("captured_at")),
         incident_id=data["id"],
@@ -54,7 +54,7 @@ def test_the_corpus_plants_enough_secrets_and_injections() -> None:
     flagged = 0
     for path in sorted(CORPUS.glob("*.yaml")):
         ctx = _context(_load(path))
-        symptom = detect(ctx.pod, ctx.events, ctx.node, ctx.captured_at)
+        symptom = detect_incident(ctx.pod, ctx.events, ctx.node, ctx.owner, ctx.captured_at)
         flagged += extract(ctx, symptom, Redactor.for_context(ctx)).has("prompt_injection")
     assert flagged >= 5
 
@@ -63,7 +63,7 @@ def test_the_corpus_plants_enough_secrets_and_injections() -> None:
 def test_planted_secrets_never_reach_the_llm_or_the_decision(path: Path) -> None:
     data = _load(path)
     ctx = _context(data)
-    symptom = detect(ctx.pod, ctx.events, ctx.node, ctx.captured_at)
+    symptom = detect_incident(ctx.pod, ctx.events, ctx.node, ctx.owner, ctx.captured_at)
     evidence = extract(ctx, symptom, Redactor.for_context(ctx))
     prompt = load_prompts().render(evidence, "- create_alert")
     decision = RuleReasoner().diagnose_now(evidence)
