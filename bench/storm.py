@@ -208,6 +208,13 @@ def parse_proc_cpu(stat: str, ticks: int = CLK_TCK) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def tenth_median(samples: list[int], tenth: int) -> int:
+    """The median of the `tenth`-th tenth (0-9) of the samples, in time order."""
+    size = len(samples) // 10
+    part = sorted(samples[tenth * size : (tenth + 1) * size] if tenth < 9 else samples[9 * size :])
+    return part[len(part) // 2]
+
+
 def proc_stat(pid: int) -> ProcStat | None:
     try:
         rss, hwm = parse_proc_status(Path(f"/proc/{pid}/status").read_text())
@@ -595,6 +602,9 @@ def run_storm(which: str, kc: KwokCluster, args: argparse.Namespace, workdir: Pa
             "rss_mb_peak": mb(end.peak_rss_bytes) if end else None,
             "rss_mb_end": mb(end.rss_bytes) if end else None,
             "rss_mb_median": mb(sorted(rss_samples)[len(rss_samples) // 2]) if rss_samples else None,
+            # Flat memory: the median RSS of the run's second tenth (start-up done) against its last tenth.
+            "rss_mb_median_early": mb(tenth_median(rss_samples, 1)) if len(rss_samples) >= 10 else None,
+            "rss_mb_median_late": mb(tenth_median(rss_samples, 9)) if len(rss_samples) >= 10 else None,
             "cpu_seconds": round(cpu_after.get(proc.pid, 0) - cpu_before.get(proc.pid, 0), 1),
         },
         "contention": {

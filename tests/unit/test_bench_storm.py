@@ -159,3 +159,10 @@ def test_calls_per_deployment_are_a_histogram_or_a_spread() -> None:
     assert storm.spread([1] * 50) == {1: 50}
     assert storm.spread([1, 1, 2, 0]) == {0: 1, 1: 2, 2: 1}
     assert storm.spread([400, 410, 420, 430, 440, 450, 600]) == {"min": 400, "p50": 430, "max": 600}
+
+
+def test_tenth_medians_compare_early_and_late_memory() -> None:
+    samples = [100] * 10 + [50] * 10 + [60] * 75 + [70] * 13  # 108 samples: tenths of 10, last one 18
+    assert storm.tenth_median(samples, 0) == 100
+    assert storm.tenth_median(samples, 1) == 50
+    assert storm.tenth_median(samples, 9) == 70  # the last tenth takes the remainder
