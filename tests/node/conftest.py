@@ -21,6 +21,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -256,3 +257,50 @@ def pods(cluster: Cluster, namespace: str, selector: str = "") -> list[dict[str,
     resp = core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
     items: list[dict[str, Any]] = json.loads(resp.data)["items"]
     return items
+
+
+DECISION_TIMEOUT = 300  # a real crash loop, gathered and decided in the operator's pod
+
+
+def one_decision(operator: Operator, namespace: str, what: str) -> dict[str, Any]:
+    """The first AgentDecision of the namespace, waited for; the operator's log when there is none."""
+    try:
+        found = wait_for(lambda: decisions(operator.cluster, namespace), DECISION_TIMEOUT, what, every=2)
+    except TimeoutError as exc:
+        pytest.fail(f"{exc}\n--- operator log ---\n{operator.logs()}", pytrace=False)
+    return found[0]  # type: ignore[no-any-return]
+
+
+def replicasets(operator: Operator, namespace: str) -> list[dict[str, Any]]:
+    """The namespace's ReplicaSets, oldest revision first."""
+    apps = client.AppsV1Api(operator.cluster.api_client)
+    resp = apps.list_namespaced_replica_set(namespace, _preload_content=False)
+    items: list[dict[str, Any]] = json.loads(resp.data)["items"]
+    return sorted(
+        items, key=lambda rs: int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"])
+    )
+
+
+def restart_operator(operator: Operator) -> None:
+    cluster = operator.cluster
+    cluster.run_kubectl("-n", "sre-agent", "rollout", "restart", "deployment/sre-agent")
+    cluster.run_kubectl("-n", "sre-agent", "rollout", "status", "deployment/sre-agent", "--timeout=180s")
+
+
+@contextmanager
+def policy(operator: Operator, text: str) -> Iterator[None]:
+    """The operator runs with this policy (its ConfigMap, then a restart) and gets its own back after."""
+    core = client.CoreV1Api(operator.cluster.api_client)
+
+    def use(policy_text: str) -> None:
+        core.patch_namespaced_config_map(
+            "sre-agent-policy", "sre-agent", {"data": {"policy.yaml": policy_text}}
+        )
+        restart_operator(operator)
+
+    saved = core.read_namespaced_config_map("sre-agent-policy", "sre-agent").data["policy.yaml"]
+    use(text)
+    try:
+        yield
+    finally:
+        use(saved)

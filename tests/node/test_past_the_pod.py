@@ -20,34 +20,33 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client
 
 from sre_agent.core.correlation import AFFECTED_ANNOTATION as AFFECTED
-from tests.node.conftest import BUSYBOX, Operator, decisions, deployment, new_namespace, pods, wait_for
+from tests.node.conftest import (
+    BUSYBOX,
+    DECISION_TIMEOUT,
+    Operator,
+    decisions,
+    deployment,
+    new_namespace,
+    one_decision,
+    pods,
+    policy,
+    replicasets,
+    restart_operator,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-DECISION_TIMEOUT = 300
 BROKEN_IMAGE = "registry.invalid/sre-agent-test/web:2.0"
 API_SCRIPT = (
     "echo 'orders-api 1.4 starting'; echo 'connecting to database orders-db:5432'; "
     'nc -w 3 "$ORDERS_DB_SERVICE_HOST" 5432 </dev/null; '
     "echo 'FATAL: database orders-db:5432 is unreachable, exiting' >&2; exit 1"
 )
-
-
-def _restart_operator(operator: Operator) -> None:
-    cluster = operator.cluster
-    cluster.run_kubectl("-n", "sre-agent", "rollout", "restart", "deployment/sre-agent")
-    cluster.run_kubectl("-n", "sre-agent", "rollout", "status", "deployment/sre-agent", "--timeout=180s")
-
-
-def _set_policy(operator: Operator, text: str) -> None:
-    core = client.CoreV1Api(operator.cluster.api_client)
-    core.patch_namespaced_config_map("sre-agent-policy", "sre-agent", {"data": {"policy.yaml": text}})
-    _restart_operator(operator)
 
 
 @dataclass(frozen=True)
@@ -62,9 +61,7 @@ def scenarios(operator: Operator) -> Iterator[Scenarios]:
     cluster = operator.cluster
     core = client.CoreV1Api(cluster.api_client)
     apps = client.AppsV1Api(cluster.api_client)
-    saved = core.read_namespaced_config_map("sre-agent-policy", "sre-agent").data["policy.yaml"]
-    _set_policy(operator, (ROOT / "policies" / "autopilot.yaml").read_text())
-    try:
+    with policy(operator, (ROOT / "policies" / "autopilot.yaml").read_text()):
         # A database Deployment scaled to 0 behind its Service, and an API that needs it.
         dep_ns = new_namespace(cluster, "deps")
         db = deployment("orders-db", [{"name": "db", "command": ["httpd", "-f", "-p", "5432", "-h", "/tmp"]}])
@@ -100,38 +97,19 @@ def scenarios(operator: Operator) -> Iterator[Scenarios]:
             120,
             "revision 1 of web to be ready",
         )
-        first = _replicasets(operator, web_ns)[0]["metadata"]["name"]
+        first = replicasets(operator, web_ns)[0]["metadata"]["name"]
         patch = {"spec": {"template": {"spec": {"containers": [
             {"name": "web", "image": BROKEN_IMAGE, "imagePullPolicy": "IfNotPresent"}
         ]}}}}  # fmt: skip
         apps.patch_namespaced_deployment("web", web_ns, patch)
         yield Scenarios(dependency=dep_ns, rollout=web_ns, first_replicaset=first)
-    finally:
-        _set_policy(operator, saved)
-
-
-def _replicasets(operator: Operator, namespace: str) -> list[dict[str, Any]]:
-    apps = client.AppsV1Api(operator.cluster.api_client)
-    resp = apps.list_namespaced_replica_set(namespace, _preload_content=False)
-    items: list[dict[str, Any]] = json.loads(resp.data)["items"]
-    return sorted(
-        items, key=lambda rs: int(rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"])
-    )
-
-
-def _one_decision(operator: Operator, namespace: str, what: str) -> dict[str, Any]:
-    try:
-        found = wait_for(lambda: decisions(operator.cluster, namespace), DECISION_TIMEOUT, what, every=2)
-    except TimeoutError as exc:
-        pytest.fail(f"{exc}\n--- operator log ---\n{operator.logs()}", pytrace=False)
-    return found[0]  # type: ignore[no-any-return]
 
 
 def test_a_crash_loop_on_a_scaled_down_database_names_its_service_and_deployment(
     operator: Operator, scenarios: Scenarios
 ) -> None:
     ns = scenarios.dependency
-    decision = _one_decision(operator, ns, "a decision about the API")
+    decision = one_decision(operator, ns, "a decision about the API")
     spec = decision["spec"]
     text = json.dumps(spec)
     assert spec["target"]["name"].startswith("orders-api-"), text[:2000]
@@ -152,7 +130,7 @@ def test_a_rollout_to_a_broken_image_is_rolled_back_on_approval(
 ) -> None:
     cluster = operator.cluster
     ns = scenarios.rollout
-    decision = _one_decision(operator, ns, "a decision about the broken rollout")
+    decision = one_decision(operator, ns, "a decision about the broken rollout")
     spec = decision["spec"]
     text = json.dumps(spec)
     assert (spec["symptom"], spec["category"]) == ("ImagePullBackOff", "image_error"), text[:3000]
@@ -182,7 +160,7 @@ def test_a_rollout_to_a_broken_image_is_rolled_back_on_approval(
     # The previous ReplicaSet is back, as the newest revision, and the broken one is scaled away.
     newest = wait_for(
         lambda: (
-            (rs := _replicasets(operator, ns)[-1])["metadata"]["name"] == scenarios.first_replicaset and rs
+            (rs := replicasets(operator, ns)[-1])["metadata"]["name"] == scenarios.first_replicaset and rs
         ),
         90,
         "the first ReplicaSet to become the newest revision",
@@ -230,9 +208,9 @@ def fanout(operator: Operator, scenarios: Scenarios) -> str:
     return ns
 
 
-def test_ten_deployments_failing_on_one_database_give_one_decision(operator: Operator, fanout: str) -> None:
+def test_ten_deployments_failing_on_one_database_giveone_decision(operator: Operator, fanout: str) -> None:
     cluster = operator.cluster
-    _one_decision(operator, fanout, "a decision about the dead database")
+    one_decision(operator, fanout, "a decision about the dead database")
 
     def all_listed() -> str:
         found = decisions(cluster, fanout)
@@ -247,7 +225,7 @@ def test_ten_deployments_failing_on_one_database_give_one_decision(operator: Ope
     assert len(found) == 1, [d["metadata"]["name"] for d in found]
     assert "orders-db has 0 ready endpoints" in found[0]["spec"]["diagnosis"]
     # A restarted operator reopens the group from the decision: still one decision.
-    _restart_operator(operator)
+    restart_operator(operator)
     time.sleep(45)
     found = decisions(cluster, fanout)
     assert len(found) == 1, [d["metadata"]["name"] for d in found]

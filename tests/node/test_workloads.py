@@ -34,8 +34,18 @@ from kubernetes import client
 
 from sre_agent.adapters.recorded import parse_incident
 from sre_agent.core.symptoms import detect_incident
-from tests.node.conftest import BUSYBOX, Operator, decisions, deployment, new_namespace, pods, wait_for
-from tests.node.test_past_the_pod import _one_decision, _replicasets, _set_policy
+from tests.node.conftest import (
+    BUSYBOX,
+    Operator,
+    decisions,
+    deployment,
+    new_namespace,
+    one_decision,
+    pods,
+    policy,
+    replicasets,
+    wait_for,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB_SCRIPT = (
@@ -55,11 +65,8 @@ class Scenarios:
 @pytest.fixture(scope="module")
 def scenarios(operator: Operator) -> Iterator[Scenarios]:
     cluster = operator.cluster
-    core = client.CoreV1Api(cluster.api_client)
     apps = client.AppsV1Api(cluster.api_client)
-    saved = core.read_namespaced_config_map("sre-agent-policy", "sre-agent").data["policy.yaml"]
-    _set_policy(operator, (ROOT / "policies" / "autopilot.yaml").read_text())
-    try:
+    with policy(operator, (ROOT / "policies" / "autopilot.yaml").read_text()):
         job_ns = new_namespace(cluster, "jobs")
         client.BatchV1Api(cluster.api_client).create_namespaced_job(
             job_ns,
@@ -104,7 +111,7 @@ def scenarios(operator: Operator) -> Iterator[Scenarios]:
             120,
             "revision 1 of storefront to be ready",
         )
-        first = _replicasets(operator, web_ns)[0]["metadata"]["name"]
+        first = replicasets(operator, web_ns)[0]["metadata"]["name"]
         patch = {
             "metadata": {"annotations": {"kubernetes.io/change-cause": "storefront 2.0: warm-up file"}},
             "spec": {"template": {"spec": {"containers": [
@@ -113,8 +120,6 @@ def scenarios(operator: Operator) -> Iterator[Scenarios]:
         }  # fmt: skip
         apps.patch_namespaced_deployment("storefront", web_ns, patch)
         yield Scenarios(job=job_ns, rollout=web_ns, first_replicaset=first, rolled_out_at=time.monotonic())
-    finally:
-        _set_policy(operator, saved)
 
 
 def _capture(operator: Operator, namespace: str, what: str, out: Path) -> dict[str, Any]:
@@ -136,7 +141,7 @@ def test_a_failed_job_gets_one_decision_about_the_job(
     operator: Operator, scenarios: Scenarios, tmp_path: Path
 ) -> None:
     ns = scenarios.job
-    decision = _one_decision(operator, ns, "a decision about the failed Job")
+    decision = one_decision(operator, ns, "a decision about the failed Job")
     spec = decision["spec"]
     text = json.dumps(spec)
     assert spec["target"]["kind"] == "Job" and spec["target"]["name"] == "nightly-report", text[:2000]
@@ -162,7 +167,7 @@ def test_a_rollout_that_never_gets_ready_gets_one_decision_proposing_the_rollbac
 ) -> None:
     cluster = operator.cluster
     ns = scenarios.rollout
-    decision = _one_decision(operator, ns, "a decision about the stalled rollout")
+    decision = one_decision(operator, ns, "a decision about the stalled rollout")
     spec = decision["spec"]
     text = json.dumps(spec)
     assert spec["target"]["kind"] == "Deployment" and spec["target"]["name"] == "storefront", text[:2000]
