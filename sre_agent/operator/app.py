@@ -5,9 +5,9 @@
 Intake, Metrics), checks that the cluster is reachable and the CRDs are installed (a one-line
 error and exit code 2 otherwise), then runs `kopf.operator` with an explicit registry whose
 handlers (nodes, AgentDecisions) are one call each into `AgentService` (passed through kopf's
-memo), plus the pod watcher (`operator.podwatch`: paginated list, then watch; kopf's per-object
-state would cost too much at 10,000 pods) and two periodic loops (expiry/retention sweep and pod
-re-check), all three paused with kopf's peering.
+memo), plus the lean watchers of pods, Deployments and Jobs (`operator.watch`: paginated list,
+then watch; kopf's per-object state would cost too much at 10,000 pods) and two periodic loops
+(expiry/retention sweep and pod re-check), all paused with kopf's peering.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from sre_agent.core.redaction import RedactingFilter
 from sre_agent.domain import JSON
 from sre_agent.operator.metrics import Metrics
 from sre_agent.operator.peering import PEERING_API, PeeringGate
-from sre_agent.operator.podwatch import EventHandler, PodWatcher, while_active
 from sre_agent.operator.service import AgentService, Tuning, every
+from sre_agent.operator.watch import EventHandler, Watcher, while_active
 from sre_agent.settings import Settings
 
 log = logging.getLogger("sre_agent.operator")
@@ -138,17 +138,6 @@ def build_registry() -> kopf.OperatorRegistry:
         else:
             await service_of(memo).on_decision(body(event))
 
-    # Workloads whose failure shows on no pod: a stalled rollout, a failed Job.
-    @kopf.on.event("apps", "v1", "deployments", registry=registry)
-    async def deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        if event["type"] != "DELETED":
-            await service_of(memo).on_workload(body(event))
-
-    @kopf.on.event("batch", "v1", "jobs", registry=registry)
-    async def job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-        if event["type"] != "DELETED":
-            await service_of(memo).on_workload(body(event))
-
     return registry
 
 
@@ -162,6 +151,28 @@ def pod_handler(service: AgentService) -> EventHandler:
             await service.on_pod(pod)
 
     return pod_event
+
+
+def workload_handler(service: AgentService) -> EventHandler:
+    """What the Deployment and Job watchers call: a stalled rollout or a failed Job, which shows on
+    no pod, is decided about the workload."""
+
+    async def workload_event(kind: str, workload: JSON) -> None:
+        if kind != "DELETED":
+            await service.on_workload(workload)
+
+    return workload_event
+
+
+def watchers(kube: KubeClient, service: AgentService, namespaces: tuple[str, ...]) -> list[Watcher]:
+    """The lean watches (operator.watch) of the kinds a cluster has thousands of: pods, and the
+    Deployments and Jobs whose own failures no pod shows."""
+    workloads = workload_handler(service)
+    return [
+        Watcher(kube, pod_handler(service), namespaces=namespaces),
+        Watcher(kube, workloads, api_version="apps/v1", plural="deployments", namespaces=namespaces),
+        Watcher(kube, workloads, api_version="batch/v1", plural="jobs", namespaces=namespaces),
+    ]
 
 
 def kopf_settings(settings: Settings) -> kopf.OperatorSettings:
@@ -293,11 +304,15 @@ async def operate(settings: Settings, kube: KubeClient) -> int:
             every(settings.sweep_seconds, service.sweep, "expiry/retention sweep", gate.active)
         )
     ]
-    # Pods are watched by our own lean watcher (operator.podwatch), not by kopf, while this
-    # replica is the active peer; kopf keeps nodes and AgentDecisions (few objects).
-    pods = PodWatcher(kube, pod_handler(service), namespaces=settings.namespaces)
+    # Pods, Deployments and Jobs are watched by our own lean watchers (operator.watch), not by kopf,
+    # while this replica is the active peer; kopf keeps nodes and AgentDecisions (few objects).
+    lean = watchers(kube, service, settings.namespaces)
+
+    async def watch_all() -> None:
+        await asyncio.gather(*(w.run() for w in lean))
+
     loops.append(
-        asyncio.create_task(while_active(gate.active_and_registered, pods.run, PEERING_CHECK_SECONDS))
+        asyncio.create_task(while_active(gate.active_and_registered, watch_all, PEERING_CHECK_SECONDS))
     )
     if settings.resync_seconds:
         loops.append(

@@ -1,4 +1,4 @@
-"""The lean pod watcher (operator.podwatch) against a scripted list/watch API.
+"""The lean pod watcher (operator.watch) against a scripted list/watch API.
 
 Pages are read one at a time and handed over, the watch resumes from the newest version seen,
 410 Gone lists again, other failures back off (fake sleep), events of one pod are handled in
@@ -16,7 +16,7 @@ import pytest
 
 from sre_agent.adapters.kube.client import KubeClient, KubeError
 from sre_agent.operator.peering import PeeringGate
-from sre_agent.operator.podwatch import Dispatcher, PodWatcher, while_active
+from sre_agent.operator.watch import Dispatcher, Watcher, while_active
 
 JSON = dict[str, Any]
 
@@ -87,7 +87,7 @@ async def no_sleep(_: float) -> None:
     await asyncio.sleep(0)
 
 
-async def run_until_quiet(watcher: PodWatcher, kube: ScriptedKube) -> None:
+async def run_until_quiet(watcher: Watcher, kube: ScriptedKube) -> None:
     task = asyncio.create_task(watcher.run())
     await asyncio.wait_for(kube.done.wait(), 5)
     await watcher.dispatcher.drain()
@@ -103,7 +103,7 @@ async def test_the_list_is_read_page_by_page_and_every_pod_handed_over() -> None
     pods = [pod(f"p{i}") for i in range(12)]
     kube = ScriptedKube(pods, [])
     seen = Recorder()
-    watcher = PodWatcher(cast(KubeClient, kube), seen, page_size=5, sleep=no_sleep)
+    watcher = Watcher(cast(KubeClient, kube), seen, page_size=5, sleep=no_sleep)
     await run_until_quiet(watcher, kube)
     assert kube.list_calls == [(None, 5, None), (None, 5, "5"), (None, 5, "10")]
     assert sorted(name for _, name, _ in seen.seen) == sorted(f"p{i}" for i in range(12))
@@ -123,7 +123,7 @@ async def test_watch_events_are_handed_over_and_the_watch_resumes_after_the_newe
         ],
     )
     seen = Recorder()
-    watcher = PodWatcher(cast(KubeClient, kube), seen, sleep=no_sleep)
+    watcher = Watcher(cast(KubeClient, kube), seen, sleep=no_sleep)
     await run_until_quiet(watcher, kube)
     assert [c[1] for c in kube.watch_calls] == ["100", "130", "140"]
     assert ("DELETED", "a", "120") in seen.seen and ("ADDED", "b", "140") in seen.seen
@@ -132,7 +132,7 @@ async def test_watch_events_are_handed_over_and_the_watch_resumes_after_the_newe
 
 async def test_410_gone_lists_again_and_watches_from_the_new_list() -> None:
     kube = ScriptedKube([pod("a")], [[event("ERROR", {"code": 410})]])
-    watcher = PodWatcher(cast(KubeClient, kube), Recorder(), sleep=no_sleep)
+    watcher = Watcher(cast(KubeClient, kube), Recorder(), sleep=no_sleep)
     kube_list_version_after = 200
 
     original = kube.list_page
@@ -152,7 +152,7 @@ async def test_410_gone_lists_again_and_watches_from_the_new_list() -> None:
 async def test_an_expired_continue_token_restarts_the_list() -> None:
     kube = ScriptedKube([pod(f"p{i}") for i in range(4)], [])
     kube.gone_continue = True
-    watcher = PodWatcher(cast(KubeClient, kube), Recorder(), page_size=2, sleep=no_sleep)
+    watcher = Watcher(cast(KubeClient, kube), Recorder(), page_size=2, sleep=no_sleep)
     await run_until_quiet(watcher, kube)
     assert [c[2] for c in kube.list_calls] == [None, "2", None, "2"]
 
@@ -165,7 +165,7 @@ async def test_other_failures_back_off_doubling_and_resume_from_the_last_version
 
     down = KubeError(0, "ClientConnectorError", "connection refused")
     kube = ScriptedKube([pod("a")], [down, down, down, [event("MODIFIED", pod("a", "150"))]])
-    watcher = PodWatcher(cast(KubeClient, kube), Recorder(), sleep=sleep)
+    watcher = Watcher(cast(KubeClient, kube), Recorder(), sleep=sleep)
     await run_until_quiet(watcher, kube)
     assert len(kube.list_calls) == 1
     assert [c[1] for c in kube.watch_calls] == ["100", "100", "100", "100", "150"]
@@ -180,7 +180,7 @@ async def test_a_watch_the_server_closes_at_once_is_retried_with_backoff_not_in_
         delays.append(seconds)
 
     kube = ScriptedKube([pod("a")], [[], [], [event("MODIFIED", pod("a", "150"))], []])
-    watcher = PodWatcher(cast(KubeClient, kube), Recorder(), sleep=sleep)
+    watcher = Watcher(cast(KubeClient, kube), Recorder(), sleep=sleep)
     await run_until_quiet(watcher, kube)
     assert [c[1] for c in kube.watch_calls] == ["100", "100", "100", "150", "150"]
     # two empty watches back off (1 s, 2 s); a watch that delivered resets it (1 s again)
@@ -191,7 +191,7 @@ async def test_namespaces_are_listed_and_watched_each_on_its_own() -> None:
     pods = [pod("a", namespace="shop"), pod("b", namespace="other"), pod("c", namespace="web")]
     kube = ScriptedKube(pods, [])
     seen = Recorder()
-    watcher = PodWatcher(cast(KubeClient, kube), seen, namespaces=("shop", "web"), sleep=no_sleep)
+    watcher = Watcher(cast(KubeClient, kube), seen, namespaces=("shop", "web"), sleep=no_sleep)
     task = asyncio.create_task(watcher.run())
     await asyncio.wait_for(watcher.synced.wait(), 5)
     await asyncio.sleep(0.01)
@@ -211,10 +211,10 @@ async def test_a_failing_handler_is_logged_and_the_watch_goes_on(caplog: pytest.
             raise ValueError("boom")
         handled.append(obj["metadata"]["name"])
 
-    watcher = PodWatcher(cast(KubeClient, kube), handle, sleep=no_sleep)
+    watcher = Watcher(cast(KubeClient, kube), handle, sleep=no_sleep)
     await run_until_quiet(watcher, kube)
     assert handled == ["good"]
-    assert "Pod shop/bad: ADDED event failed: ValueError: boom" in caplog.text
+    assert "pod shop/bad: ADDED event failed: ValueError: boom" in caplog.text
 
 
 async def test_dispatcher_handles_one_pod_in_order_with_the_newest_event_winning() -> None:

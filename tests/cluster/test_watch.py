@@ -1,9 +1,9 @@
-"""The lean pod watcher (operator.podwatch) and the client's list pages and watch, on the real API server.
+"""The lean pod watcher (operator.watch) and the client's list pages and watch, on the real API server.
 
 The initial list arrives in pages of `page_size` (limit/continue), the watch follows from the
 list's version, a deleted pod makes the service forget it, the namespace filter is honoured, and
 a metadata-only list carries no spec or status. (410 Gone and the re-list after it: the API
-server's watch cache answers from memory even after etcd compacts, so tests/unit/test_podwatch.py
+server's watch cache answers from memory even after etcd compacts, so tests/unit/test_watch.py
 plays that part against a scripted stream.)
 """
 
@@ -21,7 +21,7 @@ from sre_agent.adapters.kube.client import KubeClient
 from sre_agent.core.policy import load_policy
 from sre_agent.operator.app import build_service, pod_handler
 from sre_agent.operator.metrics import Metrics
-from sre_agent.operator.podwatch import PodWatcher
+from sre_agent.operator.watch import Watcher
 from sre_agent.settings import Settings
 from tests.cluster import kubesim
 from tests.cluster.conftest import REPO, Cluster
@@ -80,7 +80,7 @@ class Seen:
         await asyncio.wait_for(until(), seconds)
 
 
-async def start(watcher: PodWatcher) -> asyncio.Task[None]:
+async def start(watcher: Watcher) -> asyncio.Task[None]:
     task = asyncio.create_task(watcher.run())
     await asyncio.wait_for(watcher.synced.wait(), 30)
     return task
@@ -97,7 +97,7 @@ async def test_the_initial_list_arrives_page_by_page_then_the_watch_follows(
     for i in range(7):
         create_pod(cluster, namespace, f"p{i}")
     seen = Seen()
-    watcher = PodWatcher(kube, seen, namespaces=(namespace,), page_size=3)
+    watcher = Watcher(kube, seen, namespaces=(namespace,), page_size=3)
     task = await start(watcher)
     try:
         await watcher.dispatcher.drain()
@@ -118,7 +118,7 @@ async def test_the_namespace_filter_is_honoured(
     create_pod(cluster, namespace, "mine")
     create_pod(cluster, other_namespace, "theirs")
     seen = Seen()
-    watcher = PodWatcher(kube, seen, namespaces=(namespace,))
+    watcher = Watcher(kube, seen, namespaces=(namespace,))
     task = await start(watcher)
     try:
         create_pod(cluster, other_namespace, "theirs-later")
@@ -142,7 +142,7 @@ async def test_a_deleted_pod_is_forgotten_by_the_service(
     )
     create_pod(cluster, namespace, "slow", node)
     uid = kubesim.run_pod(cluster.api_client, namespace, "slow", ready=False)["metadata"]["uid"]
-    watcher = PodWatcher(kube, pod_handler(service), namespaces=(namespace,))
+    watcher = Watcher(kube, pod_handler(service), namespaces=(namespace,))
     task = await start(watcher)
     try:
         await watcher.dispatcher.drain()
