@@ -181,12 +181,9 @@ def _finder(table: dict[str, frozenset[int]]) -> Callable[[str], set[int]]:
     return lambda folded: set().union(*[values for _, values in scan(folded)])
 
 
-def may_match(patterns: Sequence[re.Pattern[str]]) -> Callable[[str], list[int]]:
-    """For `fold(text)`: the indices, in order, of the patterns that can match the text.
-
-    The answer of each pattern's `gate`, for all of them at once: one pass over the text finds
-    every word any of them needs (an Aho-Corasick automaton), not one `in` per word and pattern.
-    """
+def _candidates(patterns: Sequence[re.Pattern[str]]) -> Callable[[str], list[int]]:
+    """For `fold(text)`: the indices, in order, of the patterns whose `requirement` the text meets
+    (one of its words in it, found for all patterns in one Aho-Corasick pass, or just its length)."""
     table: dict[str, set[int]] = {}
     lengths: list[tuple[int, int]] = []
     for index, pattern in enumerate(patterns):
@@ -197,11 +194,16 @@ def may_match(patterns: Sequence[re.Pattern[str]]) -> Callable[[str], list[int]]
         for word in words:
             table.setdefault(word, set()).add(index)
     found = _finder({word: frozenset(these) for word, these in table.items()})
+    return lambda folded: sorted(found(folded).union(index for index, low in lengths if len(folded) >= low))
 
-    def indices(folded: str) -> list[int]:
-        return sorted(found(folded).union(index for index, low in lengths if len(folded) >= low))
 
-    return indices
+def may_match(patterns: Sequence[re.Pattern[str]]) -> Callable[[str], list[int]]:
+    """For `fold(text)`: the indices, in order, of the patterns that can match the text.
+
+    The answer of each pattern's `gate`, for all of them at once: one pass over the text finds
+    every word any of them needs (an Aho-Corasick automaton), not one `in` per word and pattern.
+    """
+    return _candidates(patterns)
 
 
 def matching(patterns: Sequence[re.Pattern[str]]) -> Callable[[str, str], list[int]]:
@@ -212,24 +214,14 @@ def matching(patterns: Sequence[re.Pattern[str]]) -> Callable[[str, str], list[i
     (`branches`) is searched only when the text holds one of the words it needs, and most
     lines hold the words of none.
     """
-    alternatives: list[tuple[int, re.Pattern[str]]] = []
-    table: dict[str, set[int]] = {}
-    lengths: list[tuple[int, int]] = []
-    for index, pattern in enumerate(patterns):
-        for alternative in branches(pattern):
-            number = len(alternatives)
-            alternatives.append((index, alternative))
-            words, low = requirement(alternative)
-            if words is None:
-                lengths.append((number, low))
-                continue
-            for word in words:
-                table.setdefault(word, set()).add(number)
-    found = _finder({word: frozenset(these) for word, these in table.items()})
+    alternatives = [
+        (index, alternative) for index, pattern in enumerate(patterns) for alternative in branches(pattern)
+    ]
+    candidates = _candidates([alternative for _, alternative in alternatives])
 
     def indices(text: str, folded: str) -> list[int]:
         hits: list[int] = []
-        for number in sorted(found(folded).union(n for n, low in lengths if len(folded) >= low)):
+        for number in candidates(folded):
             index, alternative = alternatives[number]
             if (not hits or hits[-1] != index) and alternative.search(text):
                 hits.append(index)
