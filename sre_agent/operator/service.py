@@ -97,7 +97,6 @@ from sre_agent.operator.metrics import Metrics
 log = logging.getLogger("sre_agent.operator")
 
 PRESSURE_CONDITIONS = ("MemoryPressure", "DiskPressure", "PIDPressure", "NetworkUnavailable")
-PENDING_REASON = PENDING_EVENT_REASON  # the Event reason announcing a decision to approve
 MAX_EVENT_MESSAGE = 1024
 MAX_RECHECKS = 10_000  # pods waiting for a timed re-check
 MAX_UNSETTLED = 50_000  # pods in the resync index (not Ready or waiting); beyond it the watch still sees them
@@ -358,22 +357,36 @@ class AgentService:
             )
         if not admission.decide:
             return None
-        key = self.memory_key(pod, admission)
-        if not self._may_decide(pod, symptom, admission, self.memory.recall(key, self.clock.now())):
+        return await self._decide_admitted(
+            pod, symptom, admission, f"pod {_key(pod)}", lambda: self.gatherer.gather(pod, node=node)
+        )
+
+    async def _decide_admitted(
+        self,
+        subject: JSON,
+        symptom: Symptom,
+        admission: Admission,
+        what: str,
+        gather: Callable[[], Awaitable[IncidentContext]],
+    ) -> Decision | None:
+        """The first pod (or workload) of a group: the decision memory, then the cluster's decisions
+        of the workload, may still say no; else gather and decide, within the concurrency bound."""
+        key = self.memory_key(subject, admission)
+        if not self._may_decide(subject, symptom, admission, self.memory.recall(key, self.clock.now())):
             return None
-        log.info("Incident %s: deciding about pod %s", admission.group.key, _key(pod))
+        log.info("Incident %s: deciding about %s", admission.group.key, what)
         async with self._slots:
             try:
                 # The memory may lag behind another replica or an operator that just stopped: the
-                # decisions of this workload and cause, listed by label, are the authority.
+                # decisions of this workload, listed by label, are the authority.
                 answer = await self._recall_from_cluster(key)
-                if not self._may_decide(pod, symptom, admission, answer):
+                if not self._may_decide(subject, symptom, admission, answer):
                     return None
-                return await self._decide(pod, node, admission, key, answer.sequence)
+                return await self._decide(subject, await gather(), admission, key, answer.sequence)
             except (KubeError, DecisionFormatError) as exc:
                 self.metrics.decision_errors.inc()
                 self.intake.forget(admission.group.key)
-                log.warning("Could not decide about pod %s: %s", _key(pod), exc)
+                log.warning("Could not decide about %s: %s", what, exc)
                 return None
 
     # ------------------------------------------------------------------ workloads
@@ -390,24 +403,10 @@ class AgentService:
         if not admission.decide:
             return None
         self.metrics.incidents.labels(symptom.value).inc()
-        key = self.memory_key(workload, admission)
-        if not self._may_decide(workload, symptom, admission, self.memory.recall(key, self.clock.now())):
-            return None
-        log.info(
-            "Incident %s: deciding about %s %s", admission.group.key, workload.get("kind"), _key(workload)
+        what = f"{workload.get('kind')} {_key(workload)}"
+        return await self._decide_admitted(
+            workload, symptom, admission, what, lambda: self.gatherer.gather_workload(workload)
         )
-        async with self._slots:
-            try:
-                answer = await self._recall_from_cluster(key)
-                if not self._may_decide(workload, symptom, admission, answer):
-                    return None
-                ctx = await self.gatherer.gather_workload(workload)
-                return await self._decide(workload, None, admission, key, answer.sequence, ctx=ctx)
-            except (KubeError, DecisionFormatError) as exc:
-                self.metrics.decision_errors.inc()
-                self.intake.forget(admission.group.key)
-                log.warning("Could not decide about %s %s: %s", workload.get("kind"), _key(workload), exc)
-                return None
 
     @staticmethod
     def memory_key(pod: JSON, admission: Admission) -> MemoryKey:
@@ -452,14 +451,11 @@ class AgentService:
     async def _decide(
         self,
         pod: JSON,
-        node: JSON | None,
+        ctx: IncidentContext,
         admission: Admission,
         key: MemoryKey,
         sequence: int,
-        ctx: IncidentContext | None = None,
     ) -> Decision | None:
-        if ctx is None:
-            ctx = await self.gatherer.gather(pod, node=node)
         name = decision_name(admission.group.key.owner.name, key, sequence)
         if await self._join_dependency(pod, ctx, admission, key, name):
             return None
@@ -594,11 +590,11 @@ class AgentService:
         itself = ObjectRef(KIND, rec.name, rec.namespace, uid=rec.uid, api_version=API_VERSION)
         for obj in (rec.target, itself):
             try:
-                await self.executor._post_event(obj, obj.uid, PENDING_REASON, message)
+                await self.executor._post_event(obj, obj.uid, PENDING_EVENT_REASON, message)
                 self.metrics.notifications.labels("event", "sent").inc()
             except KubeError as exc:
                 self.metrics.notifications.labels("event", "failed").inc()
-                log.warning("Could not post a %s Event on %s: %s", PENDING_REASON, obj.key(), exc)
+                log.warning("Could not post a %s Event on %s: %s", PENDING_EVENT_REASON, obj.key(), exc)
         if self.approval_webhook is not None:
             delivered = await self.approval_webhook.announce(request)
             self.metrics.notifications.labels("webhook", "sent" if delivered else "failed").inc()
