@@ -10,6 +10,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from sre_agent.core.symptoms import WORKLOAD_SYMPTOMS
 from sre_agent.domain import (
     CORDON_NODE,
     CREATE_ALERT,
@@ -250,7 +251,7 @@ def _workload(evidence: Evidence) -> _Finding:
 
 def find_cause(evidence: Evidence) -> _Finding:
     symptom = evidence.symptom
-    if symptom in (Symptom.PROGRESS_DEADLINE, Symptom.JOB_FAILED):
+    if symptom in WORKLOAD_SYMPTOMS:
         return _workload(evidence)
     if symptom == Symptom.OOM_KILLED:
         if _node_oom(evidence) and not _memory_limited(evidence):

@@ -358,7 +358,6 @@ def detect(
 # Symptoms of a workload as a whole, named only when no pod of it shows a symptom of its own.
 WORKLOAD_PRECEDENCE: tuple[Symptom, ...] = (Symptom.JOB_FAILED, Symptom.PROGRESS_DEADLINE)
 WORKLOAD_SYMPTOMS: frozenset[Symptom] = frozenset(WORKLOAD_PRECEDENCE)
-WORKLOAD_KINDS = frozenset({"Deployment", "Job"})
 
 
 def workload_symptom(
